@@ -1,0 +1,127 @@
+"""What every attack shares: the contract checks, eval mode, gradients and projections.
+
+The contract (DESIGN.md): attacks take the model, ``x`` in [0, 1], ``y`` and ``eps``
+in [0, 1] units; run the model in eval mode (so BatchNorm statistics are never
+updated) and restore the caller's mode; return ``x_adv`` inside the eps-ball and
+[0, 1], on ``x``'s device and dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from .._checks import check_batch, check_eps, check_images, check_labels
+from .losses import AttackLoss
+
+NORMS = ("linf", "l2")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in eval mode; restore each module's mode after."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    param = next(model.parameters(), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def prepare_inputs(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Check the contract and move ``x``, ``y`` to the model's device and dtype."""
+    check_images(x)
+    eps = check_eps(eps)
+    check_batch(x, y)
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None:
+        check_labels(y, num_classes)
+    device, dtype = model_device_dtype(model)
+    return x.detach().to(device=device, dtype=dtype), y.to(device), eps
+
+
+def input_gradient(
+    model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, loss_fn: AttackLoss
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of ``sum_i loss_fn(model(x_adv), y)_i`` with respect to ``x_adv``.
+
+    Only the input gradient is computed: parameter gradients are neither computed nor
+    accumulated into ``.grad``.
+
+    Returns:
+        ``(grad, scores)``: the gradient (shape of ``x_adv``) and the detached scores
+        ``[B, K]`` of the same forward pass.
+    """
+    x_adv = x_adv.detach().requires_grad_(True)
+    scores = model(x_adv)
+    loss = loss_fn(scores, y)
+    if loss.shape != y.shape:
+        raise ValueError(f"attack loss must return one value per sample [B], got {tuple(loss.shape)}")
+    (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+    return grad, scores.detach()
+
+
+def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elementwise lower/upper bounds of the L-inf ball around ``x`` intersected with [0, 1]."""
+    return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+
+
+def l2_normalize(v: torch.Tensor) -> torch.Tensor:
+    """Scale every sample of ``v`` ``[B, ...]`` to unit L2 norm (zero stays zero)."""
+    norms = v.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return v / norms.view(-1, *([1] * (v.dim() - 1)))
+
+
+def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project ``x_adv`` onto the L2 ball of radius ``eps`` around ``x``, then into [0, 1]."""
+    delta = x_adv - x
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
+    factor = (eps / norms).clamp(max=1.0).view(-1, *([1] * (x.dim() - 1)))
+    return (x + delta * factor).clamp(0.0, 1.0)
+
+
+def random_start(
+    x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None
+) -> torch.Tensor:
+    """A uniformly random point of the eps-ball around ``x`` (clipped to [0, 1]).
+
+    Random numbers are drawn on the CPU when a generator is given, so a seeded attack
+    gives the same start on CPU and GPU.
+    """
+    shape = x.shape
+    if generator is not None:
+        noise = torch.rand(shape, generator=generator, dtype=x.dtype).to(x.device)
+    else:
+        noise = torch.rand(shape, dtype=x.dtype, device=x.device)
+    if norm == "linf":
+        return (x + (2 * noise - 1) * eps).clamp(0.0, 1.0)
+    # L2: uniform in the ball = Gaussian direction times radius eps * u^(1/d).
+    if generator is not None:
+        direction = torch.randn(shape, generator=generator, dtype=x.dtype).to(x.device)
+    else:
+        direction = torch.randn(shape, dtype=x.dtype, device=x.device)
+    dims = x[0].numel()
+    radius = eps * noise.flatten(1)[:, 0].pow(1.0 / dims).view(-1, *([1] * (x.dim() - 1)))
+    return project_l2(x + l2_normalize(direction) * radius, x, eps)
+
+
+def make_generator(seed: int | None) -> torch.Generator | None:
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
+
+
+def check_norm(norm: str) -> None:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

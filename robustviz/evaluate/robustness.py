@@ -1,0 +1,174 @@
+"""Clean and robust accuracy for several attacks and budgets, with the per-sample worst case.
+
+Robust accuracy follows the usual convention (AutoAttack, RobustBench): a sample counts
+as robust only if it is classified correctly both clean and under the attack, so robust
+accuracy never exceeds clean accuracy. The *worst case* at a budget counts a sample as
+robust only if it survives every attack run at that budget.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._checks import check_batch, check_eps, check_images
+from ..attacks import FGSM, PGD
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+_PGD_SPEC = re.compile(r"^pgd-(\d+)(?:x(\d+))?((?:-(?:margin|l2))*)$")
+
+
+def make_attack(spec: str, eps: float, seed: int = 0) -> Attack:
+    """Build an attack from a short name.
+
+    ``"fgsm"``; ``"pgd-K"`` (K steps); ``"pgd-KxR"`` (R restarts); suffixes ``-margin``
+    (CW margin loss) and ``-l2`` (L2 ball), e.g. ``"pgd-100x5-margin"``. PGD attacks here
+    use ``early_stop=True`` and ``seed``.
+
+    Example:
+        >>> make_attack("pgd-20", 0.3).name
+        'PGD-20'
+    """
+    name = spec.lower().strip()
+    if name == "fgsm":
+        return FGSM(eps)
+    match = _PGD_SPEC.match(name)
+    if not match:
+        raise ValueError(
+            f"unknown attack {spec!r}; use 'fgsm' or 'pgd-K[xR][-margin][-l2]', e.g. 'pgd-20'"
+        )
+    steps, restarts, suffix = int(match[1]), int(match[2] or 1), match[3]
+    return PGD(eps, steps=steps, restarts=restarts, loss="margin" if "-margin" in suffix else "ce",
+               norm="l2" if "-l2" in suffix else "linf", seed=seed, early_stop=True)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Predicted labels ``[N]`` (argmax of ``forward``), batched, on ``x``'s device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    preds = [model(x[i : i + batch_size].to(device)).argmax(1).to(x.device)
+             for i in range(0, x.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Fraction of ``x`` (in [0, 1]) classified as ``y``."""
+    check_images(x)
+    check_batch(x, y)
+    return float((predict(model, x, batch_size) == y).float().mean())
+
+
+@dataclass
+class RobustnessReport:
+    """Accuracies measured by ``evaluate_robustness``.
+
+    Attributes:
+        n: number of evaluated samples.
+        clean_acc: clean accuracy.
+        results: ``{eps: {attack name: accuracy}}``, plus ``"worst case"`` per eps.
+        seconds: ``{eps: {attack name: seconds}}``.
+        correct: ``{eps: {attack name: bool tensor [n]}}``, per-sample robustness.
+    """
+
+    n: int
+    clean_acc: float
+    results: dict[float, dict[str, float]] = field(default_factory=dict)
+    seconds: dict[float, dict[str, float]] = field(default_factory=dict)
+    correct: dict[float, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def accuracy(self, attack: str, eps: float) -> float:
+        return self.results[eps][attack]
+
+    def table(self, title: str = "") -> str:
+        """A plain-text table: one row per eps, one column per attack, in percent."""
+        attacks = list(next(iter(self.results.values())).keys()) if self.results else []
+        header = f"{'eps':>7} | {'clean':>6} | " + " | ".join(f"{a:>10}" for a in attacks)
+        lines = ([title] if title else []) + [header, "-" * len(header)]
+        for eps, row in self.results.items():
+            cells = " | ".join(f"{100 * row[a]:>9.1f}%" for a in attacks)
+            lines.append(f"{eps:>7.4g} | {100 * self.clean_acc:>5.1f}% | {cells}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "n": self.n,
+            "clean_acc": self.clean_acc,
+            "results": {str(eps): row for eps, row in self.results.items()},
+            "seconds": {str(eps): row for eps, row in self.seconds.items()},
+        }
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    attacks: Sequence[str] = ("fgsm", "pgd-20"),
+    batch_size: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+) -> RobustnessReport:
+    """Clean accuracy and robust accuracy for every attack at every budget.
+
+    Args:
+        model: a classifier (``forward`` gives scores); its device is used.
+        x, y: test inputs in [0, 1] and labels.
+        eps: budgets in [0, 1] units, e.g. ``(0.1, 0.2, 0.3)``.
+        attacks: attack names for ``make_attack`` (``"fgsm"``, ``"pgd-20"``, ...).
+        batch_size: samples per attack batch.
+        seed: seed of the attacks' random starts.
+        progress: show a progress bar.
+
+    Returns:
+        a ``RobustnessReport`` with the per-attack and worst-case accuracies.
+
+    Example:
+        >>> report = evaluate_robustness(model, test.x[:500], test.y[:500], eps=(0.1, 0.3))  # doctest: +SKIP
+        >>> print(report.table())  # doctest: +SKIP
+    """
+    check_images(x)
+    check_batch(x, y)
+    budgets = [check_eps(e) for e in eps]
+    clean_correct = predict(model, x, batch_size) == y
+    report = RobustnessReport(n=int(y.numel()), clean_acc=float(clean_correct.float().mean()))
+    bar = tqdm(total=len(budgets) * len(attacks), desc="evaluating", disable=not progress,
+               leave=False)
+    for budget in budgets:
+        report.results[budget], report.seconds[budget], report.correct[budget] = {}, {}, {}
+        worst = clean_correct.clone()
+        for spec in attacks:
+            attack = make_attack(spec, budget, seed)
+            started = time.perf_counter()
+            survived = clean_correct & _correct_under(model, attack, x, y, batch_size)
+            name = getattr(attack, "name", spec)
+            report.seconds[budget][name] = time.perf_counter() - started
+            report.results[budget][name] = float(survived.float().mean())
+            report.correct[budget][name] = survived
+            worst &= survived
+            bar.update(1)
+        report.results[budget]["worst case"] = float(worst.float().mean())
+        report.correct[budget]["worst case"] = worst
+    bar.close()
+    return report
+
+
+def _correct_under(model, attack: Attack, x, y, batch_size: int) -> torch.Tensor:
+    """Per-sample correctness ``[N]`` on the attacked inputs."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+        x_adv = attack(model, xb, yb)
+        with torch.no_grad():
+            out.append((model(x_adv).argmax(1) == yb).to(y.device))
+    return torch.cat(out)

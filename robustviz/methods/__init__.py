@@ -1,0 +1,99 @@
+"""Training recipes by name: the method, its training-time attack and its defaults.
+
+Example:
+    >>> from robustviz import methods
+    >>> recipe = methods.get("pgd_at")
+    >>> recipe.config("mnist", "quick").method_kwargs["steps"]
+    5
+"""
+
+from __future__ import annotations
+
+from .._checks import unknown_name_error
+from .base import BASE_CONFIGS, FAMILIES, PROFILES, Method, Recipe, StepOutput, TrainConfig
+from .standard import AdversarialTraining, CrossEntropy
+
+__all__ = [
+    "BASE_CONFIGS", "FAMILIES", "PROFILES", "RECIPES", "AdversarialTraining", "CrossEntropy",
+    "Method", "Recipe", "StepOutput", "TrainConfig", "get", "list_recipes",
+]
+
+# Wong et al.'s fast-AT setting, shared by the two single-step baselines on CIFAR.
+_FAST_AT_CIFAR = dict(model="preact_resnet18", epochs=15, schedule="onecycle", lr=0.2,
+                      optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
+
+RECIPES: dict[str, Recipe] = {
+    recipe.key: recipe
+    for recipe in [
+        Recipe(
+            key="ce",
+            summary="standard training with cross-entropy (no defence)",
+            paper="-",
+            make=CrossEntropy,
+            overrides={("mnist", "full"): dict(epochs=20, optimizer="adam", lr=1e-3,
+                                               schedule="constant", milestones=())},
+        ),
+        Recipe(
+            key="pgd_at",
+            summary="PGD adversarial training: train on PGD examples (random start, k steps)",
+            paper="Madry et al. 2018, arXiv:1706.06083",
+            make=AdversarialTraining,
+            overrides={
+                # CPU-sized: 5 steps of 0.1 and eps ramped up over the first 30% of training.
+                ("mnist", "quick"): dict(epochs=5, method_kwargs=dict(steps=5, step_size=0.1,
+                                                                    eps_ramp=0.3)),
+                # Madry et al. MNIST: 40 steps of 0.01, Adam 1e-4, batch 50, 100k iterations.
+                ("mnist", "full"): dict(epochs=84, batch_size=50, optimizer="adam", lr=1e-4,
+                                        schedule="constant", milestones=(),
+                                        method_kwargs=dict(steps=40, step_size=0.01)),
+                ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255)),
+                # Rice et al. 2020 (PreAct ResNet-18): 10 steps of 2/255, 200 epochs.
+                ("cifar", "full"): dict(method_kwargs=dict(steps=10, step_size=2 / 255)),
+                ("toy", "*"): dict(method_kwargs=dict(steps=10)),
+            },
+        ),
+        Recipe(
+            key="fgsm_at",
+            summary="FGSM adversarial training: one eps-sized signed step from x (can mask gradients)",
+            paper="Goodfellow et al. 2015, arXiv:1412.6572",
+            make=AdversarialTraining,
+            overrides={
+                ("mnist", "*"): dict(method_kwargs=dict(steps=1, step_size=0.3, random_start=False)),
+                ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=8 / 255,
+                                                            random_start=False)),
+                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(
+                    steps=1, step_size=8 / 255, random_start=False)),
+                ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.05, random_start=False)),
+            },
+        ),
+        Recipe(
+            key="fgsm_rs",
+            summary="FGSM with random start, step 1.25 eps, projected ('fast is better than free')",
+            paper="Wong, Rice & Kolter 2020, arXiv:2001.03994",
+            make=AdversarialTraining,
+            overrides={
+                ("mnist", "quick"): dict(method_kwargs=dict(steps=1, step_size=0.375)),
+                # Wong et al. MNIST: alpha 0.375, 10 epochs, cyclic lr peak 5e-3, batch 100.
+                ("mnist", "full"): dict(epochs=10, batch_size=100, optimizer="adam", lr=5e-3,
+                                        schedule="onecycle", milestones=(),
+                                        method_kwargs=dict(steps=1, step_size=0.375)),
+                ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=10 / 255)),
+                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(steps=1,
+                                                                             step_size=10 / 255)),
+                ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.0625)),
+            },
+        ),
+    ]
+}
+
+
+def get(key: str) -> Recipe:
+    """The recipe called ``key`` (raises a ``ValueError`` listing the known keys)."""
+    if key not in RECIPES:
+        raise unknown_name_error("method", key, tuple(RECIPES))
+    return RECIPES[key]
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """``(key, one-line summary)`` for every recipe, in registry order."""
+    return [(r.key, r.summary) for r in RECIPES.values()]

@@ -1,0 +1,115 @@
+"""The baselines: standard training (``ce``) and adversarial training (``pgd_at``,
+``fgsm_at``, ``fgsm_rs``).
+
+All three adversarial-training baselines solve Madry et al.'s saddle-point problem
+
+    min_theta  E_(x,y) [ max_{||delta||_inf <= eps} CE(f_theta(x + delta), y) ]
+
+and differ only in how the inner maximisation is approximated:
+
+* ``pgd_at``  (Madry et al. 2018): PGD with a random start, ``k`` steps of size ``a``.
+* ``fgsm_at`` (Goodfellow et al. 2015): one signed step of size ``eps`` from ``x``.
+  Prone to catastrophic overfitting / gradient masking at large eps.
+* ``fgsm_rs`` (Wong, Rice & Kolter 2020, "Fast is better than free"): a uniform random
+  start in the eps-ball, one step of size ``1.25 eps``, projection back to the ball.
+
+So one class, ``AdversarialTraining``, covers all three with different settings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import pgd
+from .base import Method, StepOutput
+
+
+class CrossEntropy(Method):
+    """Standard training: minimise the mean cross-entropy of the clean batch."""
+
+    key = "ce"
+
+    def __init__(self, eps: float | None = None) -> None:
+        super().__init__()
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        scores = model(x)
+        loss = F.cross_entropy(scores.float(), y)
+        return StepOutput(loss, scores, {"ce": loss.detach()})
+
+
+class AdversarialTraining(Method):
+    """Train on adversarial examples crafted by L-inf PGD against the current model.
+
+    Loss per batch: ``(1 - w) * CE(f(x_adv), y) + w * CE(f(x), y)`` with ``w = clean_weight``
+    (0 in Madry et al. and Wong et al.).
+
+    The training attack runs with the model in eval mode (robustviz's attack contract:
+    BatchNorm statistics are not updated while crafting). Wong et al. craft in train
+    mode; the difference is small for the networks used here.
+
+    Args:
+        eps: L-inf budget in [0, 1] units.
+        steps: attack steps (1 for the FGSM variants).
+        step_size: step in [0, 1] units at full eps (default ``2.5 * eps / steps``).
+        random_start: start from a uniform point of the eps-ball.
+        clean_weight: weight of the clean cross-entropy in the loss.
+        eps_ramp: fraction of training over which eps (and the step) grow linearly from
+            0 to their full values; 0 disables the ramp. A ramp helps small networks
+            start learning at MNIST's eps = 0.3 [robustviz choice, not in Madry et al.].
+
+    Example:
+        >>> method = AdversarialTraining(eps=0.3, steps=10, step_size=0.075)
+        >>> out = method.loss(model, x, y)  # doctest: +SKIP
+    """
+
+    key = "adversarial_training"
+
+    def __init__(
+        self,
+        eps: float,
+        steps: int = 10,
+        step_size: float | None = None,
+        random_start: bool = True,
+        clean_weight: float = 0.0,
+        eps_ramp: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= clean_weight <= 1.0:
+            raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
+        if not 0.0 <= eps_ramp <= 1.0:
+            raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {eps_ramp}")
+        self.eps = eps
+        self.steps = steps
+        self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
+        self.random_start = random_start
+        self.clean_weight = clean_weight
+        self.eps_ramp = eps_ramp
+
+    def ramp_factor(self) -> float:
+        """Fraction of the full eps in use now (1 after the ramp)."""
+        if self.eps_ramp <= 0:
+            return 1.0
+        return min(1.0, self.progress / self.eps_ramp)
+
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training-time adversarial examples for a batch."""
+        factor = self.ramp_factor()
+        return pgd(
+            model, x, y, self.eps * factor, steps=self.steps, step_size=self.step_size * factor,
+            random_start=self.random_start,
+        )
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        x_adv = self.craft(model, x, y)
+        scores_adv = model(x_adv)
+        adv_ce = F.cross_entropy(scores_adv.float(), y)
+        terms = {"adv_ce": adv_ce.detach(), "eps": torch.tensor(self.eps * self.ramp_factor())}
+        loss = adv_ce
+        if self.clean_weight > 0:
+            clean_ce = F.cross_entropy(model(x).float(), y)
+            loss = (1 - self.clean_weight) * adv_ce + self.clean_weight * clean_ce
+            terms["clean_ce"] = clean_ce.detach()
+        return StepOutput(loss, scores_adv, terms)

@@ -1,0 +1,277 @@
+"""``fit``: the one training loop every method uses."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__
+from .._checks import check_labels
+from ..attacks import pgd
+from ..data import BatchIterator, DataBundle, Split, stratified_indices
+from ..data.loader import _epoch_seed
+from ..methods import Method, Recipe, TrainConfig, get
+from .checkpoint import (
+    META_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    load_state,
+    read_meta,
+    save_checkpoint,
+)
+from .history import History
+from .schedules import make_schedule
+
+
+def fit(
+    model: nn.Module,
+    data: DataBundle,
+    method: str | Recipe = "ce",
+    profile: str = "quick",
+    seed: int = 0,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> History:
+    """Train ``model`` in place on ``data`` with a recipe's method and settings.
+
+    The recipe's defaults for the dataset family and ``profile`` are used, with
+    ``overrides`` (any ``TrainConfig`` field, e.g. ``epochs=2, lr=0.01``) on top.
+
+    Every epoch: the method's loss on shuffled batches (optimiser step per batch, learning
+    rate from the schedule), then clean and PGD accuracy on a fixed held-out batch of
+    ``val_size`` training images that are never trained on. On CUDA the steps run under
+    bf16 autocast with channels_last memory; on the CPU in float32.
+
+    Determinism: epoch ``e`` reseeds every random choice (batch order, augmentation,
+    attack starts) from ``(seed, e)``, so resuming from a checkpoint gives the same final
+    weights as an uninterrupted run (on the CPU).
+
+    Args:
+        model: a ``RobustModel`` (see ``robustviz.models``); its device is used.
+        data: a ``DataBundle`` from ``robustviz.data.load``.
+        method: recipe key (``robustviz.methods.RECIPES``) or a ``Recipe``.
+        profile: ``"quick"`` (CPU, minutes) or ``"full"`` (the paper's setting).
+        seed: seed for the held-out split, batch order and attacks.
+        checkpoint_dir: if given, a checkpoint is written there after every epoch.
+        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
+        progress: show a ``tqdm`` progress bar with live loss and accuracy.
+
+    Returns:
+        the ``History`` (one record per epoch).
+
+    Example:
+        >>> bundle = robustviz.data.load("mnist-mini")  # doctest: +SKIP
+        >>> net = robustviz.models.build("smallcnn", 10, 1, mean=bundle.mean, std=bundle.std)  # doctest: +SKIP
+        >>> history = fit(net, bundle, method="pgd_at", epochs=2)  # doctest: +SKIP
+    """
+    recipe = get(method) if isinstance(method, str) else method
+    config = recipe.config(data.family, profile, **overrides)
+    device = next(model.parameters()).device
+    runner = _Run(model, data, recipe, config, profile, seed, device)
+    return runner.train(checkpoint_dir, resume, progress)
+
+
+def train_model(
+    method: str,
+    data: DataBundle,
+    profile: str = "quick",
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> tuple[nn.Module, History]:
+    """Build the recipe's model for ``data`` (seeded) and ``fit`` it. Returns ``(model, history)``.
+
+    Example:
+        >>> model, history = train_model("pgd_at", robustviz.data.load("mnist-mini"))  # doctest: +SKIP
+    """
+    from .. import models
+
+    config = get(method).config(data.family, profile, **overrides)
+    model = models.build(
+        config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim,
+        mean=data.mean, std=data.std, seed=seed,
+    ).to(default_device() if device is None else device)
+    history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, **overrides)
+    return model, history
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def split_holdout(train: Split, size: int, seed: int) -> tuple[Split, Split]:
+    """Split off a stratified, seeded held-out set of ``size`` samples (0: none)."""
+    if size <= 0:
+        return train, Split(train.x[:0], train.y[:0])
+    held = stratified_indices(train.y, size, seed)
+    mask = torch.ones(len(train), dtype=torch.bool)
+    mask[held] = False
+    return train.subset(torch.nonzero(mask).flatten()), train.subset(held)
+
+
+class _Run:
+    """The state of one training run (kept in one place so ``fit`` reads top to bottom)."""
+
+    def __init__(self, model, data, recipe: Recipe, config: TrainConfig, profile, seed, device):
+        check_labels(data.train.y, model.num_classes, "training labels")
+        self.model, self.data, self.recipe, self.config = model, data, recipe, config
+        self.profile, self.seed, self.device = profile, seed, device
+        self.method: Method = recipe.build_method(config, data.eps)
+        self.eps = config.eps if config.eps is not None else data.eps
+        train, held = split_holdout(data.train, config.val_size, seed)
+        self.val_x, self.val_y = held.x.to(device), held.y.to(device)
+        self.loader = BatchIterator(train, config.batch_size, device, shuffle=True, seed=seed,
+                                    augment=config.augment)
+        self.total_steps = config.steps or config.epochs * len(self.loader)
+        self.epochs = math.ceil(self.total_steps / len(self.loader))
+        self.use_cuda_speedups = device.type == "cuda"
+        self.method.attach(model)
+        model.to(device)
+        if self.use_cuda_speedups and config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(config, list(model.parameters()) + self.method.trainable_parameters())
+        self.lr_at = make_schedule(config.schedule, config.lr, self.total_steps, len(self.loader),
+                                   config.milestones, config.gamma)
+        self.history = History()
+        self.start_epoch, self.step = 0, 0
+
+    def train(self, checkpoint_dir, resume: bool, progress: bool) -> History:
+        if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / META_FILE).exists():
+            self.restore(Path(checkpoint_dir))
+        elif self.start_epoch == 0:
+            self.method.setup(self.model, self.data)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress,
+                   desc=f"{self.recipe.key} on {self.data.name}", unit="step", dynamic_ncols=True)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            for epoch in range(self.start_epoch, self.epochs):
+                record = self.run_epoch(epoch, bar)
+                self.history.append(record)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
+                                val_acc=f"{record['val_clean_acc']:.3f}",
+                                val_pgd=f"{record['val_pgd_acc']:.3f}")
+                if checkpoint_dir is not None:
+                    self.save(Path(checkpoint_dir), epoch + 1)
+        bar.close()
+        self.model.eval()
+        return self.history
+
+    def run_epoch(self, epoch: int, bar) -> dict:
+        torch.manual_seed(_epoch_seed(self.seed, epoch))
+        self.model.train()
+        started = time.perf_counter()
+        sums: dict[str, float] = {}
+        seen = correct = 0
+        for x, y in self.loader.epoch(epoch):
+            if self.step >= self.total_steps:
+                break
+            out = self.train_step(x, y)
+            batch = y.shape[0]
+            seen += batch
+            correct += int((out.scores.argmax(1) == y).sum())
+            for name, value in {"loss": out.loss.detach(), **out.terms}.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * batch
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / seen:.3f}",
+                                acc=f"{correct / seen:.3f}")
+        self.method.on_epoch_end(self.model, self.data, epoch)
+        record = {"epoch": epoch + 1, "step": self.step, "lr": self.lr_at(max(self.step - 1, 0))}
+        record.update({name: total / max(seen, 1) for name, total in sums.items()})
+        record["train_acc"] = correct / max(seen, 1)
+        record.update(self.monitor())
+        record["seconds"] = time.perf_counter() - started
+        return record
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.method.progress = self.step / self.total_steps
+        if self.use_cuda_speedups and self.config.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.use_cuda_speedups and self.config.amp else nullcontext())
+        with autocast:
+            out = self.method.loss(self.model, x, y)
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                f"{self.recipe.key}: the training loss became {float(out.loss)} at step {self.step}; "
+                "lower the learning rate or check the method's settings"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return out
+
+    @torch.no_grad()
+    def _accuracy(self, x: torch.Tensor) -> float:
+        return float((self.model(x).argmax(1) == self.val_y).float().mean())
+
+    def monitor(self) -> dict:
+        """Clean and PGD accuracy on the fixed held-out batch (model in eval mode)."""
+        if self.val_y.numel() == 0:
+            return {"val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}
+        self.model.eval()
+        clean = self._accuracy(self.val_x)
+        x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=self.config.monitor_steps,
+                    seed=self.seed)
+        robust = self._accuracy(x_adv)
+        self.model.train()
+        return {"val_clean_acc": clean, "val_pgd_acc": robust}
+
+    def meta(self, epoch: int) -> dict:
+        return {
+            "model": self.model.build_args,
+            "method": self.recipe.key,
+            "profile": self.profile,
+            "config": self.config.to_dict(),
+            "dataset": {"name": self.data.name, "family": self.data.family, "eps": self.data.eps,
+                        "classes": self.data.classes, "n_train": len(self.data.train)},
+            "seed": self.seed,
+            "epoch": epoch,
+            "epochs": self.epochs,
+            "step": self.step,
+            "history": self.history.to_list(),
+            "versions": {"robustviz": __version__, "torch": torch.__version__},
+        }
+
+    def save(self, directory: Path, epoch: int) -> None:
+        state = {"optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                 "epoch": epoch, "step": self.step}
+        save_checkpoint(directory, self.model, self.meta(epoch), state)
+
+    def restore(self, directory: Path) -> None:
+        meta = read_meta(directory)
+        if meta["method"] != self.recipe.key or meta["config"] != self.config.to_dict():
+            raise ValueError(
+                f"the checkpoint in {directory} was trained with different settings "
+                f"({meta['method']}); use another checkpoint_dir or resume=False"
+            )
+        self.model.load_state_dict(load_state(directory / MODEL_FILE, self.device))
+        state = load_state(directory / STATE_FILE, self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = History(meta["history"])
+
+
+def make_optimizer(config: TrainConfig, params: list) -> torch.optim.Optimizer:
+    """SGD (with momentum) or Adam, with the config's learning rate and weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose 'sgd' or 'adam'")

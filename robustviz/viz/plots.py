@@ -1,0 +1,83 @@
+"""Static figures. Every function returns a ``matplotlib.figure.Figure`` (no pyplot state),
+which renders inline in notebooks and saves headless with ``fig.savefig(path)``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..evaluate import RobustnessReport
+
+
+def plot_accuracy_vs_eps(
+    reports: Mapping[str, RobustnessReport], attacks: Sequence[str] | None = None
+) -> Figure:
+    """Accuracy against eps, one colour per model and one line style per attack.
+
+    Args:
+        reports: ``{model name: RobustnessReport}``.
+        attacks: attack names to draw (default: all in the reports, without "worst case").
+
+    The clean accuracy is drawn at eps = 0 for every line.
+    """
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    styles = ["-", "--", ":", "-."]
+    for color_index, (model_name, report) in enumerate(reports.items()):
+        budgets = sorted(report.results)
+        names = attacks or [a for a in report.results[budgets[0]] if a != "worst case"]
+        for style, attack in zip(styles * 4, names):
+            accs = [report.clean_acc] + [report.results[b][attack] for b in budgets]
+            ax.plot([0.0] + budgets, [100 * a for a in accs], style, marker="o",
+                    color=f"C{color_index}", label=f"{model_name}: {attack}")
+    ax.set_xlabel("eps (L-inf, [0, 1] pixel units)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Accuracy under attack")
+    return fig
+
+
+def plot_feature_pca(
+    panels: Mapping[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    classes: Sequence[str],
+    adversarial_label: str = "adversarial",
+) -> Figure:
+    """2-D PCA of clean features with the adversarial features mapped into the same plane.
+
+    Args:
+        panels: ``{title: (z_clean [N, d], z_adv [N, d], y [N])}``, one subplot each. The
+            PCA is fitted on the clean features of that panel only.
+        classes: class names for the legend.
+        adversarial_label: legend text for the adversarial points.
+
+    Clean points are dots coloured by class, adversarial points are crosses in the colour
+    of their true class, and a thin line joins each clean point to its adversarial copy.
+    """
+    from sklearn.decomposition import PCA
+
+    fig = Figure(figsize=(5.2 * len(panels), 4.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, (z_clean, z_adv, y)) in zip(axes, panels.items()):
+        pca = PCA(n_components=2).fit(z_clean.numpy())
+        clean, adv = pca.transform(z_clean.numpy()), pca.transform(z_adv.numpy())
+        labels = y.numpy()
+        colors = np.array([f"C{k % 10}" for k in labels])
+        segments = np.stack([clean, adv], axis=1)
+        for start, end in segments[:200]:
+            ax.plot(*zip(start, end), color="0.6", lw=0.4, alpha=0.5, zorder=1)
+        ax.scatter(clean[:, 0], clean[:, 1], c=colors, s=8, zorder=2)
+        ax.scatter(adv[:, 0], adv[:, 1], c=colors, s=14, marker="x", lw=0.8, zorder=3)
+        explained = 100 * pca.explained_variance_ratio_.sum()
+        ax.set_title(f"{title}\n(PCA of clean features, {explained:.0f}% variance)")
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+    handles = [axes[0].scatter([], [], color=f"C{k % 10}", s=12, label=name)
+               for k, name in enumerate(classes)]
+    handles.append(axes[0].scatter([], [], color="k", marker="x", label=adversarial_label))
+    fig.legend(handles=handles, loc="outside right center", fontsize="small")
+    return fig
