@@ -58,7 +58,7 @@ def measure(arch: str, shape: tuple[int, ...], batch: int, k: int, repeats: int)
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     cases = [("smallcnn", (1, 28, 28), 256, 10), ("smallcnn", (1, 28, 28), 256, 40),
              ("preact_resnet18", (3, 32, 32), 32, 10)]

@@ -9,13 +9,14 @@ family (``mnist``, ``cifar``, ``toy``) and profile (``quick`` for a CPU in minut
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from torch import nn
 
 from .._checks import unknown_name_error
+from ..data import BatchIterator, Split
 
 PROFILES = ("quick", "full")
 FAMILIES = ("mnist", "cifar", "toy")
@@ -55,13 +56,25 @@ class Method:
         Called by ``fit`` and when a checkpoint is loaded; must not need data.
         """
 
-    def setup(self, model: nn.Module, data) -> None:
-        """Data-dependent initialisation before the first epoch (default: nothing)."""
+    def setup(self, model: nn.Module, train: Split) -> None:
+        """Data-dependent initialisation before the first epoch (default: nothing).
+
+        ``train`` is the split actually trained on (the held-out batch removed).
+        """
+
+    def batches(self, loader: BatchIterator, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch (default: the loader's seeded shuffled batches).
+
+        A method with its own sampling (e.g. ClusTR's neighbourhood batches) overrides
+        this; it must draw its randomness from the global torch RNG, which ``fit``
+        reseeds from ``(seed, epoch)`` at the start of every epoch.
+        """
+        return loader.epoch(epoch)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
         raise NotImplementedError
 
-    def on_epoch_end(self, model: nn.Module, data, epoch: int) -> None:
+    def on_epoch_end(self, model: nn.Module, train: Split, epoch: int) -> None:
         """Work after every epoch, e.g. refreshing cluster centres (default: nothing)."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -130,9 +130,9 @@ class _Run:
         self.profile, self.seed, self.device = profile, seed, device
         self.method: Method = recipe.build_method(config, data.eps)
         self.eps = config.eps if config.eps is not None else data.eps
-        train, held = split_holdout(data.train, config.val_size, seed)
+        self.train_split, held = split_holdout(data.train, config.val_size, seed)
         self.val_x, self.val_y = held.x.to(device), held.y.to(device)
-        self.loader = BatchIterator(train, config.batch_size, device, shuffle=True, seed=seed,
+        self.loader = BatchIterator(self.train_split, config.batch_size, device, shuffle=True, seed=seed,
                                     augment=config.augment)
         self.total_steps = config.steps or config.epochs * len(self.loader)
         self.epochs = math.ceil(self.total_steps / len(self.loader))
@@ -151,7 +151,7 @@ class _Run:
         if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / META_FILE).exists():
             self.restore(Path(checkpoint_dir))
         elif self.start_epoch == 0:
-            self.method.setup(self.model, self.data)
+            self.method.setup(self.model, self.train_split)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress,
                    desc=f"{self.recipe.key} on {self.data.name}", unit="step", dynamic_ncols=True)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -173,7 +173,7 @@ class _Run:
         started = time.perf_counter()
         sums: dict[str, float] = {}
         seen = correct = 0
-        for x, y in self.loader.epoch(epoch):
+        for x, y in self.method.batches(self.loader, epoch):
             if self.step >= self.total_steps:
                 break
             out = self.train_step(x, y)
@@ -186,7 +186,7 @@ class _Run:
             if self.step % 10 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / seen:.3f}",
                                 acc=f"{correct / seen:.3f}")
-        self.method.on_epoch_end(self.model, self.data, epoch)
+        self.method.on_epoch_end(self.model, self.train_split, epoch)
         record = {"epoch": epoch + 1, "step": self.step, "lr": self.lr_at(max(self.step - 1, 0))}
         record.update({name: total / max(seen, 1) for name, total in sums.items()})
         record["train_acc"] = correct / max(seen, 1)

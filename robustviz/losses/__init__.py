@@ -1,0 +1,1 @@
+"""Training losses, one module per method: pure functions plus thin ``nn.Module`` wrappers."""
