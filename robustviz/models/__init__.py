@@ -17,7 +17,7 @@ import torch
 from .._checks import unknown_name_error
 from .base import Normalize, RobustModel, with_bottleneck
 from .resnets import preact_resnet18_trunk, resnet18_trunk, wide_resnet_trunk
-from .small import mlp_trunk, smallcnn_trunk
+from .small import lenet5_trunk, lenet_plus_trunk, mlp_trunk, smallcnn_trunk
 
 __all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "build"]
 
@@ -25,6 +25,8 @@ __all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "build"]
 ARCHITECTURES = {
     "mlp": (mlp_trunk, "2 hidden layers of 64 units, for the 2-D toy sets (in_channels = input size)"),
     "smallcnn": (smallcnn_trunk, "4 conv + 2 FC (TRADES/ADR MNIST CNN), 200-d features, CPU-friendly"),
+    "lenet5": (lenet5_trunk, "LeNet-5 (GCE's MNIST network), 84-d features"),
+    "lenet_plus": (lenet_plus_trunk, "LeNet+ (SAT-Rx MNIST network, no BatchNorm), 1024-d features"),
     "resnet18": (resnet18_trunk, "CIFAR ResNet-18, 512-d features"),
     "preact_resnet18": (preact_resnet18_trunk, "PreAct ResNet-18 (Wong et al., Rice et al.), 512-d"),
     "wrn28_10": (partial(wide_resnet_trunk, depth=28, widen=10), "WideResNet-28-10, 640-d"),

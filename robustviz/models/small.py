@@ -42,3 +42,33 @@ def mlp_trunk(in_features: int, hidden: int = 64, depth: int = 2) -> tuple[nn.Mo
         layers += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
     return nn.Sequential(*layers), hidden
+
+
+def lenet5_trunk(in_channels: int) -> tuple[nn.Module, int]:
+    """LeNet-5 as in the official GCE code: conv5x5(6, pad 2)-pool-conv5x5(16)-pool, FC 400-120-84.
+
+    Returns the trunk (images -> ``[B, 84]`` after ReLU) and 84. Inputs other than 28x28 are
+    average-pooled to 5x5 after the convolutions.
+    """
+    trunk = nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(5), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(),
+    )
+    return trunk, 84
+
+
+def lenet_plus_trunk(in_channels: int) -> tuple[nn.Module, int]:
+    """"LeNet+" of the SAT-Rx MNIST code: conv5x5(32, pad 2)-pool-conv5x5(64)-pool, FC 1024. No BN.
+
+    Returns the trunk (images -> ``[B, 1024]`` after ReLU) and 1024.
+    """
+    trunk = nn.Sequential(
+        nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(5), nn.Flatten(),
+        nn.Linear(64 * 5 * 5, 1024), nn.ReLU(),
+    )
+    return trunk, 1024
