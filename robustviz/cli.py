@@ -1,10 +1,11 @@
-"""Command line: ``robustviz demo | train | evaluate``.
+"""Command line: ``robustviz demo | train | evaluate | compare``.
 
 Examples:
     robustviz demo
     robustviz train --list
     robustviz train --method pgd_at --dataset mnist-mini --profile quick
     robustviz evaluate results/pgd_at-mnist-mini-quick-s0 --eps 0.1 0.3 --attacks fgsm pgd-20
+    robustviz compare --profile quick --out docs/results-quick.md
 """
 
 from __future__ import annotations
@@ -87,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", default=None, help="also write the results to this file")
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(run=run_evaluate_command)
+
+    compare = sub.add_parser("compare", help="train every recipe (or reuse results/) and tabulate",
+                             description="Train each recipe with its defaults (cached under "
+                             "--results and reused when finished), evaluate them side by side and "
+                             "write a markdown table.")
+    compare.add_argument("--methods", nargs="+", default=None, help="recipe keys (default: all)")
+    compare.add_argument("--dataset", default="mnist-mini")
+    compare.add_argument("--profile", default="quick", choices=("quick", "full"))
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--n-eval", type=int, default=1000)
+    compare.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    compare.add_argument("--attacks", nargs="+", default=["fgsm", "pgd-20"])
+    compare.add_argument("--results", default="results", help="checkpoint cache (default: results)")
+    compare.add_argument("--device", default="cpu")
+    compare.add_argument("--out", default=None, help="write the markdown table here")
+    compare.add_argument("--no-progress", action="store_true")
+    compare.set_defaults(run=run_compare_command)
     return parser
 
 
@@ -113,6 +131,7 @@ def run_demo_command(args) -> int:
 
 def run_train_command(args) -> int:
     from . import data, methods
+    from .compare import run_dir
     from .evaluate import accuracy
     from .train import train_model
 
@@ -126,8 +145,7 @@ def run_train_command(args) -> int:
     for key in ("epochs", "steps", "eps"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
-    dataset_tag = bundle.name.replace("folder:", "folder-").replace("/", "_")
-    out = Path(args.out or f"results/{args.method}-{dataset_tag}-{args.profile}-s{args.seed}")
+    out = Path(args.out) if args.out else run_dir("results", args.method, args.dataset, args.profile, args.seed)
     started = time.perf_counter()
     model, history = train_model(args.method, bundle, args.profile, args.seed,
                                  device=resolve_device(args.device), checkpoint_dir=out,
@@ -158,6 +176,20 @@ def run_evaluate_command(args) -> int:
     print(report.table(f"{meta['method']} on {bundle.name}, {report.n} test images"))
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    return 0
+
+
+def run_compare_command(args) -> int:
+    from .compare import compare, markdown_table
+
+    rows = compare(args.methods, args.dataset, args.profile, args.seed, args.n_eval, args.eps,
+                   args.attacks, args.results, str(resolve_device(args.device)),
+                   progress=not args.no_progress)
+    command = "robustviz compare " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else "robustviz compare"
+    text = markdown_table(rows, args.dataset, args.profile, command)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
     return 0
 
 

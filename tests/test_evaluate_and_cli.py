@@ -88,3 +88,25 @@ def test_demo_end_to_end_small(tmp_path):
     for entry in saved["models"].values():
         assert set(entry["report"]["results"]) == {"0.1", "0.2", "0.3"}
     assert metrics["timings"]["total_s"] > 0
+
+
+def test_compare_trains_once_then_reuses_the_cache(tmp_path, capsys, monkeypatch):
+    from robustviz import compare as compare_module
+
+    original = compare_module.train_model
+
+    def short_training(method, bundle, profile, seed, **kwargs):
+        return original(method, bundle, profile, seed, steps=3, val_size=100, **kwargs)
+
+    monkeypatch.setattr(compare_module, "train_model", short_training)
+    out, cache = tmp_path / "results.md", tmp_path / "cache"
+    args = ["compare", "--methods", "ce", "fgsm_rs", "--n-eval", "100", "--eps", "0.1", "--results",
+            str(cache), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    first = out.read_text()
+    assert "| ce |" in first and "| fgsm_rs |" in first and "PGD-20 0.1" in first
+    assert main(args) == 0  # second run: the checkpoints are finished, nothing is retrained
+    for method in ("ce", "fgsm_rs"):
+        meta = json.loads((cache / f"{method}-mnist-mini-quick-s0" / "meta.json").read_text())
+        assert len(meta["history"]) == 1
+    capsys.readouterr()
