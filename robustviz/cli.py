@@ -137,7 +137,7 @@ def run_train_command(args) -> int:
 
     if args.list:
         for key, summary in methods.list_recipes():
-            print(f"{key:<10} {summary}")
+            print(f"{key:<15} {summary}")
         return 0
     bundle = data.load(args.dataset, root=args.root, download=args.download,
                        n_train=args.n_train, seed=args.seed)

@@ -128,10 +128,11 @@ def test_schedules():
 
 
 def test_recipe_configs_cover_every_family_and_profile():
+    family_eps = {"mnist": 0.3, "cifar": 8 / 255, "toy": 0.05}
     for key, recipe in methods.RECIPES.items():
         for family in methods.FAMILIES:
             for profile in methods.PROFILES:
                 config = recipe.config(family, profile)
-                method = recipe.build_method(config, default_eps=0.1)
+                method = recipe.build_method(config, default_eps=family_eps[family])
                 assert isinstance(method, methods.Method), key
     assert methods.get("fgsm_rs").config("cifar", "full").method_kwargs["step_size"] == pytest.approx(10 / 255)

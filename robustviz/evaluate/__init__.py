@@ -6,6 +6,10 @@ Example:
     >>> print(report.table())  # doctest: +SKIP
 """
 
+from .certificate import feature_radius, input_radius, linf_radius
 from .robustness import RobustnessReport, accuracy, evaluate_robustness, make_attack, predict
 
-__all__ = ["RobustnessReport", "accuracy", "evaluate_robustness", "make_attack", "predict"]
+__all__ = [
+    "RobustnessReport", "accuracy", "evaluate_robustness", "feature_radius", "input_radius",
+    "linf_radius", "make_attack", "predict",
+]

@@ -10,21 +10,27 @@ Example:
 from __future__ import annotations
 
 from .._checks import unknown_name_error
+from . import clustr, drp, gce, singlestep
 from .base import BASE_CONFIGS, FAMILIES, PROFILES, Method, Recipe, StepOutput, TrainConfig
+from .clustr import ClusterHead, ClusTR, ClusTRQTrades
+from .drp import DRP
+from .gce import GCEAdversarialTraining, GuidedComplementEntropyTraining
+from .prototypes import PrototypeHead, make_prototypes
+from .singlestep import SATR1, SATR2, SATR3
 from .standard import AdversarialTraining, CrossEntropy
 
 __all__ = [
-    "BASE_CONFIGS", "FAMILIES", "PROFILES", "RECIPES", "AdversarialTraining", "CrossEntropy",
-    "Method", "Recipe", "StepOutput", "TrainConfig", "get", "list_recipes",
+    "BASE_CONFIGS", "FAMILIES", "PROFILES", "RECIPES", "AdversarialTraining", "ClusTR", "ClusTRQTrades",
+    "ClusterHead", "CrossEntropy", "DRP", "GCEAdversarialTraining", "GuidedComplementEntropyTraining", "Method",
+    "PrototypeHead", "Recipe", "SATR1", "SATR2", "SATR3", "StepOutput", "TrainConfig", "get", "list_recipes",
+    "make_prototypes",
 ]
 
 # Wong et al.'s fast-AT setting, shared by the two single-step baselines on CIFAR.
 _FAST_AT_CIFAR = dict(model="preact_resnet18", epochs=15, schedule="onecycle", lr=0.2,
                       optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
 
-RECIPES: dict[str, Recipe] = {
-    recipe.key: recipe
-    for recipe in [
+_BASELINES = [
         Recipe(
             key="ce",
             summary="standard training with cross-entropy (no defence)",
@@ -83,7 +89,12 @@ RECIPES: dict[str, Recipe] = {
                 ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.0625)),
             },
         ),
-    ]
+]
+
+# Registry order: the baselines, then the seed methods in the order of the course.
+RECIPES: dict[str, Recipe] = {
+    recipe.key: recipe
+    for recipe in [*_BASELINES, *gce.RECIPES, *drp.RECIPES, *clustr.RECIPES, *singlestep.RECIPES]
 }
 
 

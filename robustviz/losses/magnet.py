@@ -1,0 +1,216 @@
+"""The Magnet loss (Rippel et al. 2016) as ClusTR trains with it, and the QTRADES consistency term.
+
+Spec: ``methods/clustr.md`` §2.2 (minibatch Magnet loss) and §2.7 (ClusTR+QTRADES).
+
+A minibatch holds M clusters of examples. For example n with embedding ``r_n`` in batch
+cluster ``m(n)`` of class ``y_n``:
+
+* batch cluster means ``mu_m = mean of r_n over the batch members of cluster m``
+  (recomputed from the batch, not the k-means centres);
+* one scalar variance over all embedding dimensions,
+  ``sigma^2 = sum_n ||r_n - mu_m(n)||^2 / (N - 1)`` (not per dimension, not squared again);
+* ``l_n = max(0, -log( exp(-||r_n - mu_m(n)||^2 / (2 sigma^2) - alpha)
+  / (sum_{m': class(m') != y_n} exp(-||r_n - mu_m'||^2 / (2 sigma^2)) + eps) + eps ))``.
+
+The denominator runs over the batch clusters of *other* classes only (the impostors); the
+example's own cluster and its same-class sibling clusters are excluded. ``sigma^2`` is not
+detached, so gradients flow through it, as in the official ClusTR code.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CONSISTENCY_KINDS = ("ce", "kl", "mse")
+
+
+class MagnetTerms(NamedTuple):
+    """What ``magnet_loss`` returns.
+
+    Attributes:
+        loss: scalar, the mean of ``per_example``.
+        per_example: ``[N]`` hinged losses ``l_n`` (the neighbourhood sampler stores them).
+        variance: scalar ``sigma^2`` of the batch (squared feature units).
+        cluster_means: ``[M, d]`` batch cluster means.
+    """
+
+    loss: torch.Tensor
+    per_example: torch.Tensor
+    variance: torch.Tensor
+    cluster_means: torch.Tensor
+
+
+def batch_cluster_means(z: torch.Tensor, cluster: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """Mean embedding of every batch cluster.
+
+    Args:
+        z: embeddings ``[N, d]``.
+        cluster: batch cluster of every example ``[N]``, values in ``[0, num_clusters)``,
+            every cluster non-empty.
+        num_clusters: M.
+    Returns:
+        ``[M, d]`` means, differentiable with respect to ``z``.
+    """
+    members = F.one_hot(cluster, num_clusters).to(z.dtype)  # [N, M]
+    counts = members.sum(0)  # [M]
+    return (members.t() @ z) / counts[:, None]
+
+
+def squared_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """``||z_n - centre_m||^2`` for every pair, ``[N, M]``.
+
+    Computed from the differences (not the ``|a|^2 - 2ab + |b|^2`` expansion) so that small
+    distances between large post-ReLU vectors keep their precision and are never negative.
+    """
+    return (z[:, None, :] - centres[None, :, :]).pow(2).sum(-1)
+
+
+def magnet_loss(
+    z: torch.Tensor,
+    cluster: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float = 12.5,
+    eps: float = 1e-8,
+) -> MagnetTerms:
+    """The minibatch Magnet loss of spec §2.2, vectorised, with per-example values.
+
+    The formula is evaluated in the log domain: ``log(D + eps)`` is a ``logsumexp`` over the
+    impostor log-kernels plus a ``log(eps)`` column, and ``-log(ratio + eps)`` is
+    ``-logaddexp(log ratio, log eps)``. This is the same number as the official code's
+    ``exp``-then-``log`` formula wherever that one does not underflow, and it stays exact
+    (with finite gradients) where it does; same-class clusters are masked with ``-inf``
+    in log space, i.e. *after* exponentiation (pitfall 4).
+
+    Args:
+        z: embeddings ``[N, d]`` (cast to float32 or kept in float64), ``N >= 2``.
+        cluster: batch cluster of each example ``[N]`` (int64), values ``0..M-1``; all
+            members of a cluster must share a class.
+        y: class of each example ``[N]`` (int64).
+        alpha: margin in units of ``sigma^2`` (ClusTR: 12.5; Magnet paper: 1.0).
+        eps: the ``1e-8`` added inside and outside the log in the official code; ``> 0``.
+    Returns:
+        ``MagnetTerms(loss, per_example [N], variance, cluster_means [M, d])``.
+
+    Example:
+        >>> z = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+        >>> out = magnet_loss(z, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1]), alpha=1.0)
+        >>> out.per_example.shape
+        torch.Size([4])
+    """
+    z = z if z.dtype == torch.float64 else z.float()
+    cluster_classes = _check_magnet_inputs(z, cluster, y, eps)
+    num_clusters = cluster_classes.shape[0]
+    means = batch_cluster_means(z, cluster, num_clusters)
+    dist = squared_distances(z, means)  # [N, M]
+    own = dist.gather(1, cluster[:, None]).squeeze(1)  # [N]
+    variance = own.sum() / (z.shape[0] - 1)
+    if not float(variance.detach()) > 0:
+        raise ValueError(
+            f"the batch variance sigma^2 is {float(variance.detach())}, not > 0 (every embedding equals its "
+            "cluster mean, e.g. collapsed features or one example per cluster); the Magnet loss is undefined"
+        )
+    log_kernel = -dist / (2 * variance)  # [N, M]
+    impostor = cluster_classes[None, :] != y[:, None]  # [N, M]
+    log_eps = torch.full((z.shape[0], 1), math.log(eps), dtype=z.dtype, device=z.device)
+    log_denominator = torch.logsumexp(
+        torch.cat([log_kernel.masked_fill(~impostor, float("-inf")), log_eps], dim=1), dim=1
+    )
+    log_ratio = -own / (2 * variance) - alpha - log_denominator
+    per_example = F.relu(-torch.logaddexp(log_ratio, log_eps.squeeze(1)))
+    return MagnetTerms(per_example.mean(), per_example, variance, means)
+
+
+def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Validate the inputs; return the class of every batch cluster ``[M]``."""
+    if z.dim() != 2:
+        raise ValueError(f"z must be [N, d] embeddings, got shape {tuple(z.shape)}")
+    n = z.shape[0]
+    if n < 2:
+        raise ValueError(f"the Magnet loss needs at least 2 examples (variance over N - 1), got {n}")
+    for name, t in (("cluster", cluster), ("y", y)):
+        if t.shape != (n,) or t.dtype != torch.int64:
+            raise ValueError(f"{name} must be int64 of shape [{n}], got {t.dtype} {tuple(t.shape)}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (it keeps the log finite), got {eps}")
+    if int(cluster.min()) < 0:
+        raise ValueError("cluster ids must be >= 0")
+    num_clusters = int(cluster.max()) + 1
+    counts = torch.bincount(cluster, minlength=num_clusters)
+    if bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"cluster ids must be 0..M-1 with every cluster present; empty: {missing}")
+    cluster_classes = torch.zeros(num_clusters, dtype=torch.int64, device=y.device)
+    cluster_classes[cluster] = y
+    if not torch.equal(cluster_classes[cluster], y):
+        raise ValueError("all members of a batch cluster must have the same class")
+    return cluster_classes
+
+
+class MagnetLoss(nn.Module):
+    """``magnet_loss`` with fixed ``alpha`` and ``eps``; ``forward(z, cluster, y) -> MagnetTerms``."""
+
+    def __init__(self, alpha: float = 12.5, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.alpha, self.eps = alpha, eps
+
+    def forward(self, z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor) -> MagnetTerms:
+        return magnet_loss(z, cluster, y, self.alpha, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, eps={self.eps}"
+
+
+def qtrades_consistency(
+    clean_log_scores: torch.Tensor,
+    adv_log_scores: torch.Tensor,
+    kind: str = "ce",
+    detach_clean: bool = False,
+) -> torch.Tensor:
+    """The ClusTR+QTRADES consistency term of spec §2.7, per example ``[B]``.
+
+    Both inputs are *log-domain* class scores ``log S_c`` ``[B, C]`` (what ``ClusterHead``
+    returns). The clean distribution is the L1-normalised ``S``, i.e. ``p = softmax(log S)``.
+
+    * ``"ce"`` (official default): ``-sum_c p_c(x) log softmax(S(x_adv))_c`` where the
+      adversarial side is a softmax of the *raw* scores ``S = exp(log S)`` in ``[0, K]``, as
+      in the official code (the mismatch noted in §2.7 is kept on purpose).
+    * ``"kl"``: ``KL(p(x) || q(x_adv))`` with ``q`` the L1-normalised adversarial scores
+      (the TRADES form; a documented alternative, not the paper's).
+    * ``"mse"``: not a score-based term; use ``embedding_consistency`` instead.
+
+    Args:
+        clean_log_scores, adv_log_scores: ``[B, C]``.
+        kind: ``"ce"`` or ``"kl"``.
+        detach_clean: stop the gradient through ``p(x)`` (official: ``False``, the clean
+            branch receives gradient from this term too).
+    Returns:
+        ``[B]`` per-example values.
+    """
+    if clean_log_scores.shape != adv_log_scores.shape:
+        raise ValueError(
+            f"clean and adversarial scores differ in shape: {tuple(clean_log_scores.shape)} "
+            f"vs {tuple(adv_log_scores.shape)}"
+        )
+    clean = clean_log_scores.float()
+    clean = clean.detach() if detach_clean else clean
+    p = clean.softmax(dim=1)
+    if kind == "ce":
+        log_q = adv_log_scores.float().exp().log_softmax(dim=1)
+        return -(p * log_q).sum(1)
+    if kind == "kl":
+        log_q = adv_log_scores.float().log_softmax(dim=1)
+        return (p * (clean.log_softmax(dim=1) - log_q)).sum(1)
+    raise ValueError(f"kind must be 'ce' or 'kl' for a score consistency term, got {kind!r}")
+
+
+def embedding_consistency(z_clean: torch.Tensor, z_adv: torch.Tensor, detach_clean: bool = False) -> torch.Tensor:
+    """The ``--mse-consistency`` alternative of spec §2.7: ``||z - z_adv||^2 / d`` per example ``[B]``."""
+    if z_clean.shape != z_adv.shape:
+        raise ValueError(f"embeddings differ in shape: {tuple(z_clean.shape)} vs {tuple(z_adv.shape)}")
+    z_clean = z_clean.detach() if detach_clean else z_clean
+    return (z_clean.float() - z_adv.float()).pow(2).mean(1)

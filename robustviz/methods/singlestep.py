@@ -1,0 +1,439 @@
+"""SAT-R1 / R2 / R3: single-step adversarial training with regularisers against gradient masking.
+
+Vivek B.S. & R. Venkatesh Babu 2020, "Regularizers for Single-step Adversarial Training",
+arXiv:2002.00614; implemented from the authors' code ``val-iisc/SAT-Rx`` (spec
+``singlestep.md``). FGSM adversarial training is cheap but can become *pseudo-robust*: the
+model bends its loss surface so that its own FGSM examples are weak (gradient masking,
+"catastrophic overfitting"). Each method adds one cheap penalty that masking would raise:
+
+* ``sat_r1``: FGSM vs I-FGSM logits of the batch's last image must agree (spec §3.1).
+* ``sat_r2``: FGSM vs R-FGSM (random corner, then FGSM) logits must agree (spec §3.2).
+* ``sat_r3``: the loss at a small step along one adversarial ray must stay below ``tau``
+  times the loss at the full step (spec §3.3).
+
+One training step, as in the authors' code (spec §2-3):
+
+1. build the adversarial samples with the model in **eval mode** (``eval_mode`` restores
+   every submodule's mode; BatchNorm running statistics are not touched), in float32 even
+   under autocast (spec pitfall 10), with the true labels;
+2. run **one** train-mode forward pass over the concatenated samples (``B + 1`` rows for
+   R1, ``2B`` for R2 and R3), so BatchNorm batch statistics mix the sample types
+   (pitfall 5);
+3. the loss of ``robustviz.losses.singlestep``. The samples are constants (no gradient
+   flows into them and no second-order graph is built); there is no clean-sample term and
+   ``lam`` is constant (no ramp, spec §3.4).
+
+The sample generators are plain functions, usable on their own in notebooks.
+
+Recipes (``RECIPES``, spec §3-4):
+
+* ``full``: the authors' setup. MNIST: LeNet+ (no BN), batch 32, 20 epochs, SGD momentum
+  0.9, weight decay 5e-4, lr 0.01 (R1, R2) or 0.05 (R3). CIFAR-10: WRN-28-10, batch 64,
+  100 epochs, same SGD with lr 0.1, random crop + flip. Both with the step schedule
+  /5, /25, /125 (``step_milestones``).
+* ``quick`` (mnist): LeNet+ with the authors' hyperparameters and optimiser for 3 epochs
+  at a constant rate, minutes on a CPU. ``quick`` (cifar) keeps the shared small-CNN
+  setting and uses the CIFAR-10 hyperparameters; ``toy`` uses the constructors' defaults.
+
+Not reproduced by ``fit``: the authors split 10k validation images off the training set
+(50k/10k MNIST, 40k/10k CIFAR-10) and keep the epoch with the best validation I-FGSM-3
+accuracy (spec §4, pitfall 6). ``fit`` monitors clean and PGD accuracy on a held-out batch
+of ``val_size`` images and returns the last epoch. To select like the authors, save a
+checkpoint per epoch and score each with ``pgd(steps=3, step_size=eps / 3,
+random_start=False)`` (= I-FGSM-3) on held-out data. On CUDA ``fit`` runs the update pass
+under bf16 autocast (the authors used float32); the samples are always crafted in float32.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from .._checks import check_eps
+from ..attacks import fgsm, pgd
+from ..attacks.core import eval_mode, input_gradient, linf_bounds, prepare_inputs
+from ..attacks.losses import cross_entropy
+from ..losses.singlestep import check_r3_settings, sat_r1_loss, sat_r2_loss, sat_r3_loss
+from .base import Method, Recipe, StepOutput
+
+__all__ = [
+    "RECIPES", "SATR1", "SATR2", "SATR3", "fgsm_sample", "ifgsm_sample", "random_corner",
+    "sat_r1_samples", "sat_r2_samples", "sat_r3_samples", "step_milestones",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Sample generators (spec §2). Inputs ``x`` [B, ...] in [0, 1], labels ``y`` [B], budgets
+# in [0, 1] pixel units. Outputs are detached, on ``x``'s device and dtype.
+# ---------------------------------------------------------------------------------------
+
+
+def fgsm_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """FGSM as in the authors' code: ``clip(x + eps * sign(grad_x CE))``, no random start (spec §2).
+
+    Crafted in eval mode and float32. Returns ``x_fgsm`` with ``|x_fgsm - x| <= eps``, in [0, 1].
+    """
+    with _full_precision(x):
+        return fgsm(model, x, y, eps, loss="ce")
+
+
+def ifgsm_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """I-FGSM: ``steps`` signed steps of size ``eps / steps`` from ``x``, each followed by a clip (spec §2).
+
+    The authors clip only to [0, 1]: ``steps * (eps / steps) = eps`` already bounds the
+    distance. Here each step is also clipped to the eps-ball, which changes nothing except
+    float rounding, so I-FGSM is PGD without random start and with step ``eps / steps``.
+    Crafted in eval mode and float32.
+
+    Returns:
+        ``x_ifgsm`` with ``|x_ifgsm - x| <= eps``, in [0, 1].
+    """
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"I-FGSM needs an integer number of steps >= 1, got {steps}")
+    eps = check_eps(eps)
+    with _full_precision(x):
+        return pgd(model, x, y, eps, steps=int(steps), step_size=eps / steps, random_start=False)
+
+
+def random_corner(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random step of SAT-R2/R3: ``x + alpha * sign(n)`` with ``n ~ N(0, I)`` (spec §2).
+
+    A random corner of the L-inf ball of radius ``alpha``, **not** clipped to [0, 1] (R2
+    takes its gradient there; R3 clips it first). Noise comes from ``generator`` (drawn on
+    the CPU, so a seeded call gives the same corner on any device) or, if ``None``, from the
+    global torch RNG on ``x``'s device (which ``fit`` reseeds every epoch).
+
+    Returns:
+        a tensor of ``x``'s shape, device and dtype.
+    """
+    alpha = check_eps(alpha, "alpha")
+    if generator is not None:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    else:
+        noise = torch.randn(x.shape, dtype=x.dtype, device=x.device)
+    return x + alpha * noise.sign()
+
+
+def sat_r1_samples(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, n_multistep: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAT-R1 samples (spec §3.1): FGSM of every image, I-FGSM of the last ``n`` images.
+
+    The authors use ``n = 1``: the last image of the (shuffled) batch (pitfall 4). A batch
+    smaller than ``n_multistep`` uses all its images.
+
+    Returns:
+        ``(x_fgsm [B, ...], x_ifgsm [n, ...])``, both within ``eps`` of ``x`` and in [0, 1].
+    """
+    if int(n_multistep) != n_multistep or n_multistep < 1:
+        raise ValueError(f"n_multistep must be an integer >= 1, got {n_multistep}")
+    n = min(int(n_multistep), x.shape[0])
+    x_fgsm = fgsm_sample(model, x, y, eps)
+    x_ifgsm = ifgsm_sample(model, x[-n:], y[-n:], eps, steps)
+    return x_fgsm, x_ifgsm
+
+
+def sat_r2_samples(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    alpha: float,
+    project: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAT-R2 samples (spec §2, §3.2): FGSM of ``x`` and "R-FGSM" of a random corner.
+
+    ``x_r = x + alpha * sign(n)`` (not clipped), then, from **one** eval-mode gradient pass
+    over ``cat(x, x_r)``:
+
+    * ``x_fgsm  = clip(x   + eps * sign(grad at x))``
+    * ``x_rfgsm = clip(x_r + eps * sign(grad at x_r))``, with the full ``eps`` (not
+      ``eps - alpha``) and, by default, **no projection**: ``|x_rfgsm - x|`` reaches
+      ``eps + alpha`` (0.31 on MNIST, 10/255 on CIFAR-10), as in the authors' code.
+
+    ``project=True`` clips ``x_rfgsm`` to the eps-ball around ``x`` instead. That is a
+    different method (spec pitfall 3): its samples respect the threat model, the authors'
+    do not.
+
+    Returns:
+        ``(x_fgsm, x_rfgsm)``, each ``[B, ...]`` in [0, 1].
+    """
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    x_r = random_corner(x_work, alpha, generator)
+    signs = _gradient_sign(model, torch.cat([x_work, x_r]), torch.cat([y_work, y_work]))
+    batch = x_work.shape[0]
+    x_fgsm = (x_work + eps * signs[:batch]).clamp(0.0, 1.0)
+    x_rfgsm = (x_r + eps * signs[batch:]).clamp(0.0, 1.0)
+    if project:
+        x_rfgsm = _clip_to_ball(x_rfgsm, x_work, eps)
+    return _like(x_fgsm, x), _like(x_rfgsm, x)
+
+
+def sat_r3_samples(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_lo: float,
+    eps_hi: float,
+    alpha: float,
+    project: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The SAT-R3 samples (spec §3.3): a small and a full step along one adversarial ray.
+
+    ``x_r = clip(x + alpha * sign(n))``, ``g = sign(grad CE at x_r)`` (one eval-mode pass,
+    shared by both samples), ``x_lo = clip(x_r + eps_lo * g)``, ``x_hi = clip(x_r + eps_hi * g)``.
+    By default nothing is projected, so ``|x_hi - x|`` reaches ``eps_hi + alpha`` (the
+    authors' code). ``project=True`` clips ``x_lo`` to the ``eps_lo``-ball and ``x_hi`` to the
+    ``eps_hi``-ball around ``x``: a different method (spec pitfall 3), whose samples are no
+    longer exactly on one ray.
+
+    Returns:
+        ``(x_lo, x_hi)``, each ``[B, ...]`` in [0, 1].
+    """
+    eps_lo, eps_hi = check_eps(eps_lo, "eps_lo"), check_eps(eps_hi, "eps_hi")
+    if not eps_lo < eps_hi:
+        raise ValueError(f"SAT-R3 needs eps_lo < eps_hi, got eps_lo={eps_lo:g}, eps_hi={eps_hi:g}")
+    x_work, y_work, _ = prepare_inputs(model, x, y, eps_hi)
+    x_r = random_corner(x_work, alpha, generator).clamp(0.0, 1.0)
+    g = _gradient_sign(model, x_r, y_work)
+    x_lo = (x_r + eps_lo * g).clamp(0.0, 1.0)
+    x_hi = (x_r + eps_hi * g).clamp(0.0, 1.0)
+    if project:
+        x_lo, x_hi = _clip_to_ball(x_lo, x_work, eps_lo), _clip_to_ball(x_hi, x_work, eps_hi)
+    return _like(x_lo, x), _like(x_hi, x)
+
+
+def _gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``sign(grad_x CE)`` per sample, in eval mode and float32; no parameter gradients."""
+    with eval_mode(model), _full_precision(x):
+        grad, _ = input_gradient(model, x, y, cross_entropy)
+    return grad.sign()
+
+
+def _full_precision(x: torch.Tensor) -> AbstractContextManager:
+    """Autocast off: a bf16/fp16 input gradient can underflow to sign(0) = 0 (spec pitfall 10)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def _clip_to_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    lower, upper = linf_bounds(x, eps)
+    return torch.min(torch.max(x_adv, lower), upper)
+
+
+def _like(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return x_adv.detach().to(device=x.device, dtype=x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Methods
+# ---------------------------------------------------------------------------------------
+
+
+class SATR1(Method):
+    """SAT-R1: FGSM-AT plus ``lam * ||f(FGSM(x_j)) - f(I-FGSM(x_j))||^2`` (spec §3.1).
+
+    Args:
+        eps: L-inf budget in [0, 1] units (0.3 MNIST, 8/255 CIFAR-10).
+        steps: I-FGSM steps ``K`` of size ``eps / K`` (10 MNIST, 3 CIFAR-10).
+        lam: regulariser weight (0.2 in the authors' code, both datasets).
+        n_multistep: images (the last of the batch) that get an I-FGSM sample; the authors
+            use 1, more lowers the variance of the penalty (pitfall 4, robustviz option).
+
+    Logged terms: ``fgsm_ce`` and ``r1`` (the logit gap, before ``lam``).
+    """
+
+    key = "sat_r1"
+
+    def __init__(self, eps: float, steps: int = 3, lam: float = 0.2, n_multistep: int = 1) -> None:
+        super().__init__()
+        self.eps = check_eps(eps)
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps (I-FGSM steps K) must be an integer >= 1, got {steps}")
+        if int(n_multistep) != n_multistep or n_multistep < 1:
+            raise ValueError(f"n_multistep must be an integer >= 1, got {n_multistep}")
+        _check_lam(lam)
+        self.steps, self.lam, self.n_multistep = int(steps), float(lam), int(n_multistep)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        x_fgsm, x_ifgsm = sat_r1_samples(model, x, y, self.eps, self.steps, self.n_multistep)
+        scores = model(torch.cat([x_fgsm, x_ifgsm]))
+        loss, parts = sat_r1_loss(scores, y, self.lam, n_multistep=x_ifgsm.shape[0])
+        return StepOutput(loss, scores[: y.shape[0]], _detached(parts))
+
+
+class SATR2(Method):
+    """SAT-R2: FGSM-AT plus ``lam * mean_i ||f(x_fgsm_i) - f(x_rfgsm_i)||^2`` (spec §3.2).
+
+    Args:
+        eps: L-inf budget in [0, 1] units.
+        alpha: size of the random corner step (0.01 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``,
+            the CIFAR-10 ratio [inferred for other datasets].
+        lam: regulariser weight (5 MNIST, 25 CIFAR-10; depends on the logit scale, pitfall 8).
+        project: clip the R-FGSM sample to the eps-ball (a different method, pitfall 3); the
+            default ``False`` is the authors' code (distance up to ``eps + alpha``).
+
+    Logged terms: ``fgsm_ce`` and ``r2`` (the logit gap, before ``lam``).
+    """
+
+    key = "sat_r2"
+
+    def __init__(self, eps: float, alpha: float | None = None, lam: float = 25.0, project: bool = False) -> None:
+        super().__init__()
+        self.eps = check_eps(eps)
+        self.alpha = check_eps(self.eps / 4 if alpha is None else alpha, "alpha")
+        _check_lam(lam)
+        self.lam, self.project = float(lam), bool(project)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        x_fgsm, x_rfgsm = sat_r2_samples(model, x, y, self.eps, self.alpha, self.project)
+        scores = model(torch.cat([x_fgsm, x_rfgsm]))
+        loss, parts = sat_r2_loss(scores, y, self.lam)
+        return StepOutput(loss, scores[: y.shape[0]], _detached(parts))
+
+
+class SATR3(Method):
+    """SAT-R3: ``CE_hi + lam * max(0, CE_lo - tau * CE_hi)`` on one adversarial ray (spec §3.3).
+
+    Args:
+        eps: the full step ``eps_hi`` in [0, 1] units (0.3 MNIST, 8/255 CIFAR-10).
+        eps_lo: the small step (0.1 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``, the
+            CIFAR-10 ratio [inferred for other datasets]. Must satisfy ``0 < eps_lo < eps``.
+        alpha: random corner step (0.01 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``.
+        lam: hinge weight (1 in the authors' code).
+        tau: ratio threshold (0.4 MNIST, 0.6 CIFAR-10); ``lam * tau < 1`` is required.
+        project: clip each sample to its own eps-ball (a different method, pitfall 3).
+
+    Logged terms: ``ce_lo``, ``ce_hi``, ``r3_hinge`` and ``r3_active`` (the fraction of
+    batches whose hinge is on).
+    """
+
+    key = "sat_r3"
+
+    def __init__(
+        self,
+        eps: float,
+        eps_lo: float | None = None,
+        alpha: float | None = None,
+        lam: float = 1.0,
+        tau: float = 0.6,
+        project: bool = False,
+    ) -> None:
+        super().__init__()
+        self.eps = check_eps(eps)
+        self.eps_lo = check_eps(self.eps / 4 if eps_lo is None else eps_lo, "eps_lo")
+        if not 0 < self.eps_lo < self.eps:
+            raise ValueError(f"SAT-R3 needs 0 < eps_lo < eps (eps_hi), got eps_lo={self.eps_lo:g}, "
+                             f"eps={self.eps:g}")
+        self.alpha = check_eps(self.eps / 4 if alpha is None else alpha, "alpha")
+        check_r3_settings(lam, tau)
+        self.lam, self.tau, self.project = float(lam), float(tau), bool(project)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+        x_lo, x_hi = sat_r3_samples(model, x, y, self.eps_lo, self.eps, self.alpha, self.project)
+        scores = model(torch.cat([x_lo, x_hi]))
+        loss, parts = sat_r3_loss(scores, y, self.lam, self.tau)
+        terms = _detached(parts)
+        terms["r3_active"] = (terms["r3_hinge"] > 0).float()
+        return StepOutput(loss, scores[y.shape[0]:], terms)
+
+
+def _check_lam(lam: float) -> None:
+    if not lam >= 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+
+
+def _detached(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value.detach() for name, value in parts.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Recipes (spec §3-4)
+# ---------------------------------------------------------------------------------------
+
+
+def step_milestones(epochs: int) -> tuple[int, int, int]:
+    """The authors' step schedule as ``fit`` milestones (spec §4, pitfall 13).
+
+    The authors divide the learning rate by 5, 25 and 125 at the *end* of the epochs with
+    0-indexed number ``E/4``, ``2E/4`` and ``3E/4`` (Python 2 integer division), so the new
+    rate is first used in the epoch after. ``make_schedule("multistep")`` applies milestone
+    ``m`` from the first step of epoch index ``m``, hence ``+ 1``. Use with ``gamma=0.2``.
+
+    Example:
+        >>> step_milestones(20)
+        (6, 11, 16)
+    """
+    return (epochs // 4 + 1, 2 * epochs // 4 + 1, 3 * epochs // 4 + 1)
+
+
+def _full_profile(model: str, epochs: int, batch_size: int, lr: float, augment: str | None, **kwargs) -> dict:
+    """The authors' training setup (spec §4): SGD m 0.9, wd 5e-4, step schedule /5, /25, /125."""
+    return dict(model=model, epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=lr, momentum=0.9,
+                weight_decay=5e-4, schedule="multistep", gamma=0.2, milestones=step_milestones(epochs),
+                augment=augment, method_kwargs=kwargs)
+
+
+def _mnist_full(lr: float, **kwargs) -> dict:
+    return _full_profile("lenet_plus", 20, 32, lr, None, **kwargs)
+
+
+def _cifar_full(**kwargs) -> dict:
+    return _full_profile("wrn28_10", 100, 64, 0.1, "crop_flip", **kwargs)
+
+
+def _mnist_quick(lr: float, **kwargs) -> dict:
+    """CPU-sized: the authors' LeNet+, SGD and hyperparameters, 3 epochs at a constant rate."""
+    return dict(model="lenet_plus", epochs=3, batch_size=32, optimizer="sgd", lr=lr, momentum=0.9,
+                weight_decay=5e-4, schedule="constant", milestones=(), method_kwargs=kwargs)
+
+
+# The authors' hyperparameters (spec §3), per dataset family.
+_R1 = {"mnist": dict(steps=10, lam=0.2), "cifar": dict(steps=3, lam=0.2)}
+_R2 = {"mnist": dict(alpha=0.01, lam=5.0), "cifar": dict(alpha=2 / 255, lam=25.0)}
+_R3 = {"mnist": dict(eps_lo=0.1, alpha=0.01, lam=1.0, tau=0.4),
+       "cifar": dict(eps_lo=2 / 255, alpha=2 / 255, lam=1.0, tau=0.6)}
+
+_PAPER = "Vivek & Babu 2020, arXiv:2002.00614 (code: val-iisc/SAT-Rx)"
+
+RECIPES: list[Recipe] = [
+    Recipe(
+        key="sat_r1",
+        summary="FGSM-AT + lam * ||f(FGSM) - f(I-FGSM)||^2 on the batch's last image (SAT-R1)",
+        paper=_PAPER,
+        make=SATR1,
+        overrides={
+            ("mnist", "quick"): _mnist_quick(0.01, **_R1["mnist"]),
+            ("mnist", "full"): _mnist_full(0.01, **_R1["mnist"]),
+            ("cifar", "quick"): dict(method_kwargs=_R1["cifar"]),
+            ("cifar", "full"): _cifar_full(**_R1["cifar"]),
+        },
+    ),
+    Recipe(
+        key="sat_r2",
+        summary="FGSM-AT + lam * ||f(FGSM) - f(R-FGSM)||^2, samples up to eps + alpha away (SAT-R2)",
+        paper=_PAPER,
+        make=SATR2,
+        overrides={
+            ("mnist", "quick"): _mnist_quick(0.01, **_R2["mnist"]),
+            ("mnist", "full"): _mnist_full(0.01, **_R2["mnist"]),
+            ("cifar", "quick"): dict(method_kwargs=_R2["cifar"]),
+            ("cifar", "full"): _cifar_full(**_R2["cifar"]),
+        },
+    ),
+    Recipe(
+        key="sat_r3",
+        summary="CE(eps_hi) + lam * max(0, CE(eps_lo) - tau * CE(eps_hi)) on one FGSM ray (SAT-R3)",
+        paper=_PAPER,
+        make=SATR3,
+        overrides={
+            ("mnist", "quick"): _mnist_quick(0.05, **_R3["mnist"]),
+            ("mnist", "full"): _mnist_full(0.05, **_R3["mnist"]),
+            ("cifar", "quick"): dict(method_kwargs=_R3["cifar"]),
+            ("cifar", "full"): _cifar_full(**_R3["cifar"]),
+        },
+    ),
+]
