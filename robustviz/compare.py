@@ -2,11 +2,14 @@
 
 Trained models are cached under ``results/<method>-<dataset>-<profile>-s<seed>/``: a
 finished checkpoint with the same settings is reused instead of retrained (``fit`` with
-``resume=True`` finds nothing left to do), so a second call only evaluates.
+``resume=True`` finds nothing left to do), and each evaluation is stored next to it under
+a name derived from the evaluation settings, so a repeated call only rebuilds the table.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 import time
 from collections.abc import Sequence
@@ -24,6 +27,12 @@ def run_dir(results: str | Path, method: str, dataset: str, profile: str, seed: 
     """The cache folder of one trained model."""
     tag = dataset.replace("folder:", "folder-").replace("/", "_")
     return Path(results) / f"{method}-{tag}-{profile}-s{seed}"
+
+
+def evaluation_filename(n_eval: int, eps: Sequence[float], attacks: Sequence[str], seed: int) -> str:
+    """Name of the cached evaluation of one model for these evaluation settings."""
+    key = json.dumps({"n": n_eval, "eps": [float(e) for e in eps], "attacks": list(attacks), "seed": seed})
+    return f"evaluation-{hashlib.sha1(key.encode()).hexdigest()[:10]}.json"
 
 
 def compare(
@@ -52,7 +61,12 @@ def compare(
         model, history = train_model(key, bundle, profile, seed, device=device,
                                      checkpoint_dir=run_dir(results, key, dataset, profile, seed),
                                      resume=True, progress=progress)
-        report = evaluate_robustness(model, test.x, test.y, eps, attacks, seed=seed, progress=progress)
+        cache = run_dir(results, key, dataset, profile, seed) / evaluation_filename(n_eval, eps, attacks, seed)
+        if cache.exists():
+            report = RobustnessReport.from_dict(json.loads(cache.read_text()))
+        else:
+            report = evaluate_robustness(model, test.x, test.y, eps, attacks, seed=seed, progress=progress)
+            cache.write_text(json.dumps(report.to_dict(), indent=1))
         rows.append({"method": key, "report": report, "seed": seed, "epochs": len(history),
                      "train_seconds": sum(r["seconds"] for r in history.records)})
     return rows

@@ -107,6 +107,13 @@ class RobustnessReport:
             "seconds": {str(eps): row for eps, row in self.seconds.items()},
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> RobustnessReport:
+        """Rebuild a report saved with ``to_dict`` (without the per-sample tensors)."""
+        return cls(n=data["n"], clean_acc=data["clean_acc"],
+                   results={float(k): v for k, v in data["results"].items()},
+                   seconds={float(k): v for k, v in data["seconds"].items()})
+
 
 def evaluate_robustness(
     model: nn.Module,
