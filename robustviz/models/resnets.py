@@ -33,7 +33,10 @@ class BasicBlock(nn.Module):
 
 
 class PreActBlock(nn.Module):
-    """Pre-activation basic block (He et al. 2016, "Identity mappings")."""
+    """Pre-activation basic block (He et al. 2016, "Identity mappings").
+
+    Also the block of WideResNets (Zagoruyko & Komodakis 2016), used here without dropout.
+    """
 
     def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
@@ -51,27 +54,6 @@ class PreActBlock(nn.Module):
         shortcut = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(self.relu(self.bn2(out)))
-        return out + shortcut
-
-
-class WideBlock(nn.Module):
-    """Pre-activation wide block (Zagoruyko & Komodakis 2016) without dropout."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
-        self.relu = nn.ReLU()
-
-    def forward(self, x):
-        out = self.relu(self.bn1(x))
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv2(self.relu(self.bn2(self.conv1(out))))
         return out + shortcut
 
 
@@ -123,9 +105,9 @@ def wide_resnet_trunk(in_channels: int, depth: int, widen: int) -> tuple[nn.Modu
     widths = [16, 16 * widen, 32 * widen, 64 * widen]
     trunk = nn.Sequential(
         nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-        _stage(WideBlock, widths[0], widths[1], n, 1),
-        _stage(WideBlock, widths[1], widths[2], n, 2),
-        _stage(WideBlock, widths[2], widths[3], n, 2),
+        _stage(PreActBlock, widths[0], widths[1], n, 1),
+        _stage(PreActBlock, widths[1], widths[2], n, 2),
+        _stage(PreActBlock, widths[2], widths[3], n, 2),
         nn.BatchNorm2d(widths[3]), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
