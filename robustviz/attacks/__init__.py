@@ -9,8 +9,9 @@ from .core import eval_mode, input_gradient
 from .fgsm import FGSM, fgsm
 from .losses import ATTACK_LOSSES, cross_entropy, margin
 from .pgd import PGD, pgd
+from .trades import TradesAttack, trades_attack
 
 __all__ = [
     "ATTACK_LOSSES", "FGSM", "PGD", "cross_entropy", "eval_mode", "fgsm", "input_gradient",
-    "margin", "pgd",
+    "margin", "pgd", "trades_attack", "TradesAttack",
 ]

@@ -65,12 +65,13 @@ def input_gradient(
         ``(grad, scores)``: the gradient (shape of ``x_adv``) and the detached scores
         ``[B, K]`` of the same forward pass.
     """
-    x_adv = x_adv.detach().requires_grad_(True)
-    scores = model(x_adv)
-    loss = loss_fn(scores, y)
-    if loss.shape != y.shape:
-        raise ValueError(f"attack loss must return one value per sample [B], got {tuple(loss.shape)}")
-    (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+    with torch.enable_grad():  # attacks also work when the caller is inside torch.no_grad()
+        x_adv = x_adv.detach().requires_grad_(True)
+        scores = model(x_adv)
+        loss = loss_fn(scores, y)
+        if loss.shape != y.shape:
+            raise ValueError(f"attack loss must return one value per sample [B], got {tuple(loss.shape)}")
+        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
     return grad, scores.detach()
 
 

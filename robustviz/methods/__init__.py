@@ -10,7 +10,8 @@ Example:
 from __future__ import annotations
 
 from .._checks import unknown_name_error
-from . import clustr, drp, gce, singlestep
+from . import adr, clustr, drp, gce, singlestep, trades
+from .adr import ADR
 from .base import BASE_CONFIGS, FAMILIES, PROFILES, Method, Recipe, StepOutput, TrainConfig
 from .clustr import ClusterHead, ClusTR, ClusTRQTrades
 from .drp import DRP
@@ -18,12 +19,13 @@ from .gce import GCEAdversarialTraining, GuidedComplementEntropyTraining
 from .prototypes import PrototypeHead, make_prototypes
 from .singlestep import SATR1, SATR2, SATR3
 from .standard import AdversarialTraining, CrossEntropy
+from .trades import TRADES
 
 __all__ = [
-    "BASE_CONFIGS", "FAMILIES", "PROFILES", "RECIPES", "AdversarialTraining", "ClusTR", "ClusTRQTrades",
-    "ClusterHead", "CrossEntropy", "DRP", "GCEAdversarialTraining", "GuidedComplementEntropyTraining", "Method",
-    "PrototypeHead", "Recipe", "SATR1", "SATR2", "SATR3", "StepOutput", "TrainConfig", "get", "list_recipes",
-    "make_prototypes",
+    "ADR", "BASE_CONFIGS", "DRP", "FAMILIES", "PROFILES", "RECIPES", "SATR1", "SATR2", "SATR3", "TRADES",
+    "AdversarialTraining", "ClusTR", "ClusTRQTrades", "ClusterHead", "CrossEntropy", "GCEAdversarialTraining",
+    "GuidedComplementEntropyTraining", "Method", "PrototypeHead", "Recipe", "StepOutput", "TrainConfig", "get",
+    "list_recipes", "make_prototypes",
 ]
 
 # Wong et al.'s fast-AT setting, shared by the two single-step baselines on CIFAR.
@@ -94,7 +96,8 @@ _BASELINES = [
 # Registry order: the baselines, then the seed methods in the order of the course.
 RECIPES: dict[str, Recipe] = {
     recipe.key: recipe
-    for recipe in [*_BASELINES, *gce.RECIPES, *drp.RECIPES, *clustr.RECIPES, *singlestep.RECIPES]
+    for recipe in [*_BASELINES, *trades.RECIPES, *gce.RECIPES, *drp.RECIPES, *clustr.RECIPES, *adr.RECIPES,
+                   *singlestep.RECIPES]
 }
 
 

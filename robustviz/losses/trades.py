@@ -1,0 +1,102 @@
+"""TRADES (Zhang et al. 2019, "Theoretically Principled Trade-off between Robustness and
+Accuracy", arXiv:1901.08573): natural cross-entropy plus a KL "boundary" term.
+
+    L = CE(f(x), y) + beta * (1/b) sum_i KL( p(x_i) || p(x_i') )
+
+where ``p = softmax(f)`` and ``x'`` maximises the same KL inside the eps-ball (the inner
+maximisation lives in ``robustviz.attacks.trades``). ``beta`` is the paper's ``1/lambda``;
+larger ``beta`` trades clean accuracy for robustness (paper and code use 6). This is the
+multi-class objective of the paper's Sec. 4 / Algorithm 1 as the official ``trades.py`` codes it.
+
+Gradients flow through *both* sides of the KL during training, as in the official code
+(``nn.KLDivLoss(log_softmax(f(x')), softmax(f(x)))``): the clean prediction is pulled
+toward the adversarial one as well as the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_logits(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> None:
+    if clean_logits.dim() != 2 or clean_logits.shape != adv_logits.shape:
+        raise ValueError(
+            "expected clean and adversarial logits of the same shape [B, K], got "
+            f"{tuple(clean_logits.shape)} and {tuple(adv_logits.shape)}"
+        )
+
+
+def kl_per_sample(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` per sample in nats, with ``p = softmax(clean_logits)`` and
+    ``q = softmax(adv_logits)``.
+
+    Args:
+        clean_logits: ``[B, K]`` scores of the clean inputs (the reference distribution).
+        adv_logits: ``[B, K]`` scores of the perturbed inputs.
+
+    Returns:
+        ``[B]``, each ``>= 0`` and ``0`` exactly when the two rows give the same softmax.
+        Computed in float32 from log-softmaxes (stable for large logits). Gradients flow
+        to both arguments; detach ``clean_logits`` for a fixed reference.
+    """
+    _check_logits(clean_logits, adv_logits)
+    log_p = F.log_softmax(clean_logits.float(), dim=1)
+    log_q = F.log_softmax(adv_logits.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """The TRADES robust term: batch mean of ``KL(p(x) || p(x'))`` (scalar, nats).
+
+    Equals the official ``KLDivLoss(size_average=False)(...) / batch_size``.
+    """
+    return kl_per_sample(clean_logits, adv_logits).mean()
+
+
+class TradesParts(NamedTuple):
+    """The TRADES loss and its two parts (all scalars)."""
+
+    loss: torch.Tensor
+    natural_ce: torch.Tensor
+    kl: torch.Tensor
+
+
+def trades_loss(
+    clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor, beta: float = 6.0
+) -> TradesParts:
+    """``CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x_i'))`` (the TRADES objective).
+
+    Args:
+        clean_logits: ``[B, K]`` scores of the clean batch.
+        adv_logits: ``[B, K]`` scores of the adversarial batch (from the KL attack).
+        y: ``[B]`` integer labels.
+        beta: weight of the KL term (``1/lambda`` in the paper), ``>= 0``.
+
+    Returns:
+        ``TradesParts(loss, natural_ce, kl)``; gradients flow through both logits.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    natural_ce = F.cross_entropy(clean_logits.float(), y)
+    kl = trades_kl(clean_logits, adv_logits)
+    return TradesParts(natural_ce + beta * kl, natural_ce, kl)
+
+
+class TradesLoss(nn.Module):
+    """``nn.Module`` form of ``trades_loss``; ``forward`` returns the scalar total."""
+
+    def __init__(self, beta: float = 6.0) -> None:
+        super().__init__()
+        if beta < 0:
+            raise ValueError(f"beta must be >= 0, got {beta}")
+        self.beta = beta
+
+    def forward(self, clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return trades_loss(clean_logits, adv_logits, y, self.beta).loss
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}"
