@@ -88,6 +88,18 @@ class Method:
         """Restore what ``state_dict`` returned (default: nothing to restore)."""
 
 
+def ramp_factor(progress: float, ramp: float) -> float:
+    """Linear warm-up: ``min(1, progress / ramp)``, or 1 when ``ramp`` is 0.
+
+    ``progress`` is the fraction of training done (``Method.progress``); methods multiply
+    their eps (and attack step) by this factor so the budget grows from 0 over the first
+    ``ramp`` fraction of training.
+    """
+    if not 0.0 <= ramp <= 1.0:
+        raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {ramp}")
+    return 1.0 if ramp <= 0 else min(1.0, progress / ramp)
+
+
 @dataclass
 class TrainConfig:
     """Every setting of one training run. Recipes fill it per dataset family and profile.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import pgd
-from .base import Method, StepOutput
+from .base import Method, StepOutput, ramp_factor
 
 
 class CrossEntropy(Method):
@@ -79,8 +79,7 @@ class AdversarialTraining(Method):
         super().__init__()
         if not 0.0 <= clean_weight <= 1.0:
             raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
-        if not 0.0 <= eps_ramp <= 1.0:
-            raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {eps_ramp}")
+        ramp_factor(0.0, eps_ramp)  # validates the ramp
         self.eps = eps
         self.steps = steps
         self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
@@ -90,9 +89,7 @@ class AdversarialTraining(Method):
 
     def ramp_factor(self) -> float:
         """Fraction of the full eps in use now (1 after the ramp)."""
-        if self.eps_ramp <= 0:
-            return 1.0
-        return min(1.0, self.progress / self.eps_ramp)
+        return ramp_factor(self.progress, self.eps_ramp)
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training-time adversarial examples for a batch."""

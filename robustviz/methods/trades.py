@@ -15,7 +15,7 @@ from torch import nn
 
 from ..attacks.trades import trades_attack
 from ..losses.trades import trades_loss
-from .base import Method, Recipe, StepOutput
+from .base import Method, Recipe, StepOutput, ramp_factor
 
 
 class TRADES(Method):
@@ -56,8 +56,7 @@ class TRADES(Method):
             raise ValueError(f"beta must be >= 0, got {beta}")
         if steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
-        if not 0.0 <= eps_ramp <= 1.0:
-            raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {eps_ramp}")
+        ramp_factor(0.0, eps_ramp)  # validates the ramp
         self.eps = eps
         self.steps = steps
         self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
@@ -67,9 +66,7 @@ class TRADES(Method):
 
     def ramp_factor(self) -> float:
         """Fraction of the full eps in use now (1 after the ramp)."""
-        if self.eps_ramp <= 0:
-            return 1.0
-        return min(1.0, self.progress / self.eps_ramp)
+        return ramp_factor(self.progress, self.eps_ramp)
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The training-time KL adversarial examples for a batch (global RNG for the start)."""
