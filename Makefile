@@ -5,13 +5,17 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torchattacks is only a reference for tests and benchmarks. It is installed without its
+# dependencies: it pins requests~=2.25.1, which conflicts with jupyterlab-server, and never imports it.
+TEST_STAMP := $(VENV)/.installed-test
+TORCHATTACKS := torchattacks==3.5.1
 
 .PHONY: demo test lab lint bench clean
 
 demo: $(STAMP)
 	$(BIN)/robustviz demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
@@ -20,7 +24,7 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
 
 $(STAMP): pyproject.toml
@@ -29,6 +33,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --no-deps "$(TORCHATTACKS)"
+	touch $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_load  # noqa: E402
 import pgd_overhead  # noqa: E402
+import vs_torchattacks  # noqa: E402
 
 if __name__ == "__main__":
     print(f"machine: {platform.platform()}, {platform.processor() or 'cpu'}, "
@@ -19,3 +20,5 @@ if __name__ == "__main__":
     data_load.main()
     print()
     pgd_overhead.main(["--repeats", "5"])
+    print()
+    vs_torchattacks.main(["--repeats", "5"])

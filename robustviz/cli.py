@@ -5,6 +5,7 @@ Examples:
     robustviz train --list
     robustviz train --method pgd_at --dataset mnist-mini --profile quick
     robustviz evaluate results/pgd_at-mnist-mini-quick-s0 --eps 0.1 0.3 --attacks fgsm pgd-20
+    robustviz evaluate results/clustr-mnist-mini-quick-s0 --ladder --diagnose
     robustviz compare --profile quick --out docs/results-quick.md
 """
 
@@ -80,7 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--eps", type=float, nargs="+", default=None,
                           help="budgets in [0, 1] units (default: the dataset's eps)")
     evaluate.add_argument("--attacks", nargs="+", default=["fgsm", "pgd-20"],
-                          help="fgsm, pgd-K, pgd-KxR, with -margin / -l2 suffixes")
+                          help="fgsm, rfgsm, bim-K, mifgsm-K, pgd-K[xR][-margin|-dlr][-l2], mt-pgd-K, "
+                               "adaptive-K[xR], autoattack[-fast|-rand]")
+    evaluate.add_argument("--ladder", action="store_true",
+                          help="climb the attack ladder (clean, FGSM, PGD-20, restarts, margin/DLR, adaptive, "
+                               "AutoAttack) at the first eps instead")
+    evaluate.add_argument("--level", default="quick", choices=("quick", "standard", "full"),
+                          help="ladder level (default quick)")
+    evaluate.add_argument("--diagnose", action="store_true",
+                          help="also check for gradient masking at the first eps")
+    evaluate.add_argument("--surrogate", default=None,
+                          help="checkpoint of the transfer-attack surrogate for --diagnose (default: train a ce model)")
     evaluate.add_argument("--n", type=int, default=1000, help="test images (default 1000)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--root", default="data")
@@ -103,8 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", default="results", help="checkpoint cache (default: results)")
     compare.add_argument("--device", default="cpu")
     compare.add_argument("--out", default=None, help="write the markdown table here")
+    compare.add_argument("--ladder", default=None, choices=("quick", "standard", "full"),
+                         help="also climb the attack ladder at the largest eps (level)")
+    compare.add_argument("--ladder-n", type=int, default=500, help="test images for the ladder (default 500)")
     compare.add_argument("--no-progress", action="store_true")
     compare.set_defaults(run=run_compare_command)
+
     return parser
 
 
@@ -171,11 +186,30 @@ def run_evaluate_command(args) -> int:
     if args.n < len(test):
         test = test.subset(stratified_indices(test.y, args.n, args.seed))
     eps = args.eps or [bundle.eps]
-    report = evaluate_robustness(model, test.x, test.y, eps, args.attacks, seed=args.seed,
-                                 progress=not args.no_progress)
-    print(report.table(f"{meta['method']} on {bundle.name}, {report.n} test images"))
+    results = {}
+    if args.ladder:
+        from .evaluate import ladder
+
+        climbed = ladder(model, test, eps[0], level=args.level, n=None, seed=args.seed,
+                         progress=not args.no_progress)
+        print(f"{meta['method']} on {bundle.name}\n{climbed.table()}")
+        results["ladder"] = climbed.to_dict()
+    else:
+        report = evaluate_robustness(model, test.x, test.y, eps, args.attacks, seed=args.seed,
+                                     progress=not args.no_progress)
+        print(report.table(f"{meta['method']} on {bundle.name}, {report.n} test images"))
+        results = report.to_dict()
+    if args.diagnose:
+        from .evaluate import diagnose
+
+        surrogate = "auto"
+        if args.surrogate:
+            surrogate, _ = load_checkpoint(args.surrogate, device=resolve_device(args.device))
+        diagnosis = diagnose(model, bundle, eps[0], n=min(args.n, 500), surrogate=surrogate, seed=args.seed)
+        print(f"\n{diagnosis}")
+        results["diagnosis"] = {name: vars(flag) for name, flag in diagnosis.flags.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+        Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
@@ -184,7 +218,7 @@ def run_compare_command(args) -> int:
 
     rows = compare(args.methods, args.dataset, args.profile, args.seed, args.n_eval, args.eps,
                    args.attacks, args.results, str(resolve_device(args.device)),
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, ladder_level=args.ladder, ladder_n=args.ladder_n)
     command = "robustviz compare " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else "robustviz compare"
     text = markdown_table(rows, args.dataset, args.profile, command)
     print(text)

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__, methods
 from .data import load, stratified_indices
-from .evaluate import RobustnessReport, evaluate_robustness
+from .evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
 from .train import train_model
 
 
@@ -46,12 +46,18 @@ def compare(
     results: str | Path = "results",
     device: str = "cpu",
     progress: bool = True,
+    ladder_level: str | None = None,
+    ladder_n: int = 500,
 ) -> list[dict]:
     """Train (or load) each recipe on ``dataset`` and evaluate it on ``n_eval`` test images.
 
-    Returns one row per method: ``{"method", "report", "train_seconds", "epochs", "seed"}``,
-    where ``train_seconds`` is the sum of the per-epoch times recorded in the history
-    (training plus the per-epoch held-out monitoring).
+    With ``ladder_level`` (``"quick"``, ``"standard"``, ``"full"``) every model also climbs the
+    attack ladder at the largest eps on the first ``ladder_n`` of those images (cached too).
+
+    Returns one row per method: ``{"method", "report", "train_seconds", "epochs", "seed",
+    "history", "ladder"}``, where ``train_seconds`` is the sum of the per-epoch times recorded
+    in the history (training plus the per-epoch held-out monitoring) and ``ladder`` is a
+    ``LadderReport`` or ``None``.
     """
     keys = list(method_keys) if method_keys else list(methods.RECIPES)
     bundle = load(dataset, seed=seed)
@@ -67,8 +73,20 @@ def compare(
         else:
             report = evaluate_robustness(model, test.x, test.y, eps, attacks, seed=seed, progress=progress)
             cache.write_text(json.dumps(report.to_dict(), indent=1))
+        climbed = None
+        if ladder_level is not None:
+            key_json = json.dumps({"level": ladder_level, "n": ladder_n, "eps": max(eps), "seed": seed,
+                                   "test": n_eval})
+            ladder_cache = cache.with_name(f"ladder-{hashlib.sha1(key_json.encode()).hexdigest()[:10]}.json")
+            if ladder_cache.exists():
+                climbed = LadderReport.from_dict(json.loads(ladder_cache.read_text()))
+            else:
+                climbed = ladder(model, (test.x, test.y), max(eps), level=ladder_level, n=ladder_n, seed=seed,
+                                 progress=progress)
+                ladder_cache.write_text(json.dumps(climbed.to_dict(), indent=1))
         rows.append({"method": key, "report": report, "seed": seed, "epochs": len(history),
-                     "train_seconds": sum(r["seconds"] for r in history.records)})
+                     "train_seconds": sum(r["seconds"] for r in history.records), "history": history,
+                     "ladder": climbed})
     return rows
 
 
@@ -78,7 +96,7 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
     budgets = list(first.results)
     attacks = [a for a in first.results[budgets[0]] if a != "worst case"]
     header = ["method", "clean"] + [f"{a} {b:g}" for b in budgets for a in attacks]
-    header += ["train time", "epochs", "seed"]
+    header += ["train time", "epochs", "loss first -> last epoch", "seed"]
     lines = [
         f"# Results: every recipe on {dataset}, `{profile}` profile",
         "",
@@ -95,8 +113,44 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
         report: RobustnessReport = row["report"]
         cells = [row["method"], f"{100 * report.clean_acc:.1f}"]
         cells += [f"{100 * report.results[b][a]:.1f}" for b in budgets for a in attacks]
-        cells += [f"{row['train_seconds']:.0f} s", str(row["epochs"]), str(row["seed"])]
+        cells += [f"{row['train_seconds']:.0f} s", str(row["epochs"]), _loss_trend(row.get("history")),
+                  str(row["seed"])]
         lines.append("| " + " | ".join(cells) + " |")
+    ladders = [row for row in rows if row.get("ladder") is not None]
+    if ladders:
+        lines += ["", *ladder_table(ladders)]
     lines += ["", f"Written {time.strftime('%Y-%m-%d')}. These are the numbers this run measured."]
     return "\n".join(lines) + "\n"
+
+
+def _loss_trend(history) -> str:
+    if history is None or not len(history):
+        return ""
+    losses = history["loss"]
+    return f"{losses[0]:.3g} -> {losses[-1]:.3g}"
+
+
+def ladder_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: every recipe's attack ladder side by side (accuracy per attack, verified)."""
+    first: LadderReport = rows[0]["ladder"]
+    attacks = [r.attack for r in first.rows]
+    lines = [
+        f"## Attack ladder at eps = {first.eps:g} ({first.n} of the test images)",
+        "",
+        "Accuracy in percent under each attack on its own; *verified* is the per-sample worst case over "
+        "all of them (a sample counts only if it survived every attack); *gap* is PGD-20 minus verified, "
+        "the robustness that PGD-20 alone would have over-reported. `adaptive` is margin PGD on every view "
+        "of the method's own decision rule (for ClusTR also the hard nearest-centre rule); AutoAttack "
+        "`fast` is APGD-CE + APGD-T (no FAB-T, no Square), `standard` the full RobustBench ensemble.",
+        "",
+        "| method | clean | " + " | ".join(attacks) + " | verified | gap | seconds |",
+        "|" + "---|" * (len(attacks) + 5),
+    ]
+    for row in rows:
+        report: LadderReport = row["ladder"]
+        cells = [row["method"], f"{100 * report.clean_acc:.1f}"] + [f"{100 * r.accuracy:.1f}" for r in report.rows]
+        cells += [f"**{100 * report.verified:.1f}**", f"{100 * report.rows[-1].gap:+.1f}",
+                  f"{sum(r.seconds for r in report.rows):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 

@@ -6,8 +6,28 @@ import pytest
 import torch
 from torch import nn
 
-from robustviz.attacks import FGSM, PGD, cross_entropy, eval_mode, fgsm, margin, pgd
+from robustviz.attacks import (
+    FGSM,
+    PGD,
+    adaptive_attack,
+    autoattack,
+    bim,
+    cross_entropy,
+    eval_mode,
+    fgsm,
+    margin,
+    mifgsm,
+    multi_targeted_pgd,
+    pgd,
+    rfgsm,
+    transfer_attack,
+)
 from robustviz.evaluate import accuracy
+
+
+def _surrogate():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
 
 ATTACKS = {
     "fgsm": lambda m, x, y, eps: fgsm(m, x, y, eps),
@@ -16,6 +36,15 @@ ATTACKS = {
     "pgd_margin": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, loss="margin", seed=0),
     "pgd_early_stop": lambda m, x, y, eps: pgd(m, x, y, eps, steps=5, seed=0, early_stop=True),
     "pgd_no_start": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, random_start=False),
+    "pgd_dlr": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, loss="dlr", seed=0),
+    "pgd_targeted": lambda m, x, y, eps: pgd(m, x, y, eps, steps=3, loss="margin", seed=0, target=(y + 1) % 3),
+    "rfgsm": lambda m, x, y, eps: rfgsm(m, x, y, eps, seed=0),
+    "bim": lambda m, x, y, eps: bim(m, x, y, eps, steps=3),
+    "mifgsm": lambda m, x, y, eps: mifgsm(m, x, y, eps, steps=3),
+    "multi_targeted": lambda m, x, y, eps: multi_targeted_pgd(m, x, y, eps, steps=3, seed=0),
+    "adaptive": lambda m, x, y, eps: adaptive_attack(m, x, y, eps, steps=3, restarts=2),
+    "transfer": lambda m, x, y, eps: transfer_attack(m, x, y, eps, surrogate=_surrogate()),
+    "autoattack": lambda m, x, y, eps: autoattack(m, x, y, eps, version="fast").x_adv,
 }
 
 

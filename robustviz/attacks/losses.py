@@ -34,11 +34,26 @@ def margin(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return others.max(dim=1).values - true
 
 
-ATTACK_LOSSES: dict[str, AttackLoss] = {"ce": cross_entropy, "margin": margin}
+def dlr(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of Logits Ratio (Croce & Hein 2020, Eq. 5), per sample ``[B]``.
+
+    ``DLR = -(s_y - max_{j != y} s_j) / (s_pi1 - s_pi3 + 1e-12)`` with ``s_pi1 >= s_pi2 >= s_pi3``
+    the sorted scores. The margin divided by a spread of the scores: invariant to shifting
+    *and rescaling* the scores, so a model cannot hide behind huge (saturated) or tiny
+    logits. Needs at least 3 classes.
+    """
+    scores = scores.float()
+    if scores.shape[1] < 3:
+        raise ValueError(f"the DLR loss needs at least 3 classes, got {scores.shape[1]}")
+    ordered = scores.sort(dim=1, descending=True).values
+    return margin(scores, y) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+
+
+ATTACK_LOSSES: dict[str, AttackLoss] = {"ce": cross_entropy, "margin": margin, "dlr": dlr}
 
 
 def resolve_loss(loss: str | AttackLoss) -> AttackLoss:
-    """Turn ``"ce"``/``"margin"`` or a callable into a per-sample loss function."""
+    """Turn ``"ce"``/``"margin"``/``"dlr"`` or a callable into a per-sample loss function."""
     if callable(loss):
         return loss
     if loss not in ATTACK_LOSSES:

@@ -33,6 +33,7 @@ def pgd(
     loss: str | AttackLoss = "ce",
     seed: int | None = None,
     early_stop: bool = False,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Maximise ``loss`` within the eps-ball by ``steps`` projected gradient steps.
 
@@ -50,11 +51,15 @@ def pgd(
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a uniform random point of the ball (else from ``x``).
         restarts: independent runs; the per-sample worst case is returned.
-        loss: ``"ce"``, ``"margin"`` or a per-sample loss ``(scores, y) -> [B]``.
+        loss: ``"ce"``, ``"margin"``, ``"dlr"`` or a per-sample loss ``(scores, y) -> [B]``.
         seed: seed for the random starts (drawn on the CPU: same numbers on any device).
         early_stop: stop updating a sample as soon as it is misclassified (it is already
             an adversarial example inside the ball). Saves time in evaluation and does not
             change which samples are broken; it does change ``x_adv`` for those samples.
+        target: optional target classes ``[B]``: a *targeted* attack that minimises
+            ``loss(scores, target)`` (for ``"margin"``: maximises ``s_t - max_{j != t} s_j``)
+            instead of maximising ``loss(scores, y)``. Early stopping and restarts still
+            judge success by misclassification of ``y``, as an evaluation should.
 
     Returns:
         ``x_adv`` inside the eps-ball and [0, 1], on ``x``'s device and dtype.
@@ -67,38 +72,52 @@ def pgd(
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
     x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    loss_fn = resolve_loss(loss)
+    loss_labels = y_work
+    if target is not None:
+        _, loss_labels, _ = prepare_inputs(model, x, target, eps)
+        loss_fn = _negated(loss_fn)
     settings = dict(eps=eps, steps=steps, norm=norm, random_start=random_start,
                     step_size=2.5 * eps / max(steps, 1) if step_size is None else float(step_size),
-                    loss_fn=resolve_loss(loss), generator=make_generator(seed), early_stop=early_stop)
+                    loss_fn=loss_fn, generator=make_generator(seed), early_stop=early_stop)
     with eval_mode(model):
-        best = _pgd_run(model, x_work, y_work, **settings)
+        best = _pgd_run(model, x_work, y_work, loss_labels, **settings)
         if restarts > 1:
-            best_key = _worst_case_key(model, best, y_work, settings["loss_fn"])
+            best_key = worst_case_key(model, best, y_work, loss_labels, loss_fn)
             for _ in range(restarts - 1):
-                candidate = _pgd_run(model, x_work, y_work, **settings)
-                candidate_key = _worst_case_key(model, candidate, y_work, settings["loss_fn"])
-                better = (candidate_key > best_key).view(-1, *([1] * (x_work.dim() - 1)))
-                best = torch.where(better, candidate, best)
-                best_key = torch.maximum(best_key, candidate_key)
+                candidate = _pgd_run(model, x_work, y_work, loss_labels, **settings)
+                candidate_key = worst_case_key(model, candidate, y_work, loss_labels, loss_fn)
+                best, best_key = keep_worst_case(best, best_key, candidate, candidate_key)
     return best.detach().to(device=x.device, dtype=x.dtype)
 
 
-def _pgd_run(model, x, y, eps, steps, step_size, norm, random_start, loss_fn, generator, early_stop):
-    """One PGD run from a (random) start; returns the final iterate ``[B, ...]``."""
+def _negated(loss_fn: AttackLoss) -> AttackLoss:
+    def targeted_loss(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return -loss_fn(scores, target)
+
+    return targeted_loss
+
+
+def _pgd_run(model, x, y, loss_labels, eps, steps, step_size, norm, random_start, loss_fn, generator, early_stop):
+    """One PGD run from a (random) start; returns the final iterate ``[B, ...]``.
+
+    The loss is ``loss_fn(scores, loss_labels)`` (the labels, or the targets of a targeted
+    attack); ``early_stop`` drops a sample once it is misclassified with respect to ``y``.
+    """
     x_adv = _start(x, eps, norm, random_start, generator)
     if not early_stop:
         for _ in range(steps):
-            grad, _ = input_gradient(model, x_adv, y, loss_fn)
-            x_adv = _ascent_step(x_adv, x, grad, eps, step_size, norm)
+            grad, _ = input_gradient(model, x_adv, loss_labels, loss_fn)
+            x_adv = ascent_step(x_adv, x, grad, eps, step_size, norm)
         return x_adv
     active = torch.arange(x.shape[0], device=x.device)
     for _ in range(steps):
-        grad, scores = input_gradient(model, x_adv[active], y[active], loss_fn)
+        grad, scores = input_gradient(model, x_adv[active], loss_labels[active], loss_fn)
         still_correct = scores.argmax(dim=1) == y[active]
         active, grad = active[still_correct], grad[still_correct]
         if active.numel() == 0:
             break
-        x_adv[active] = _ascent_step(x_adv[active], x[active], grad, eps, step_size, norm)
+        x_adv[active] = ascent_step(x_adv[active], x[active], grad, eps, step_size, norm)
     return x_adv
 
 
@@ -106,7 +125,7 @@ def _start(x, eps, norm, start_random, generator):
     return random_start(x, eps, norm, generator) if start_random else x.clone()
 
 
-def _ascent_step(x_adv, x, grad, eps, step_size, norm):
+def ascent_step(x_adv, x, grad, eps, step_size, norm):
     """One ascent step followed by the projection onto the ball and [0, 1]."""
     if norm == "linf":
         lower, upper = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
@@ -115,12 +134,18 @@ def _ascent_step(x_adv, x, grad, eps, step_size, norm):
 
 
 @torch.no_grad()
-def _worst_case_key(model, x_adv, y, loss_fn) -> torch.Tensor:
-    """Order restarts per sample: misclassified first (+inf), then by loss."""
+def worst_case_key(model, x_adv, y, loss_labels, loss_fn) -> torch.Tensor:
+    """Order candidate adversarial examples per sample ``[B]``: misclassified (+inf) first, then by loss."""
     scores = model(x_adv)
-    loss = loss_fn(scores, y).float()
+    loss = loss_fn(scores, loss_labels).float()
     wrong = scores.argmax(dim=1) != y
     return torch.where(wrong, torch.full_like(loss, float("inf")), loss)
+
+
+def keep_worst_case(best, best_key, candidate, candidate_key):
+    """Per sample, keep whichever of ``best``/``candidate`` has the larger key. Returns ``(x, key)``."""
+    better = (candidate_key > best_key).view(-1, *([1] * (best.dim() - 1)))
+    return torch.where(better, candidate, best), torch.maximum(best_key, candidate_key)
 
 
 @dataclass

@@ -151,3 +151,66 @@ def linf_radius(l2_radius: torch.Tensor | float, input_dim: int) -> torch.Tensor
     if input_dim < 1:
         raise ValueError(f"input_dim must be >= 1, got {input_dim}")
     return l2_radius / math.sqrt(input_dim)
+
+
+def model_centres(model) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The centres of a nearest-centre model and how its features are compared to them.
+
+    Returns ``(centres [P, d], centre_labels [P], space)`` with ``space`` either ``"features"``
+    (ClusTR: ``f(x)`` against the cluster centres) or ``"unit features"`` (DRP: the rule is
+    ``argmax_c <f(x)/||f(x)||, p_c>``, which for equal-norm prototypes is the nearest
+    normalised prototype to ``f(x)/||f(x)||_2``, whatever the normalising norm ``q``).
+
+    Raises ``ValueError`` for models without centres and for prototypes of unequal norms
+    (DRP ``faithful``: its rule is not a nearest-centre rule, so this certificate does not apply).
+    """
+    head = getattr(model, "head", None)
+    if hasattr(head, "centres") and hasattr(head, "centre_labels"):
+        return head.centres.detach(), head.centre_labels.detach(), "features"
+    if hasattr(head, "prototypes"):
+        prototypes = head.prototypes.detach()
+        norms = prototypes.norm(dim=1)
+        if float((norms.max() - norms.min()) / norms.max().clamp_min(1e-12)) > 1e-3:
+            raise ValueError("the prototypes have unequal norms (e.g. DRP 'faithful'), so argmax <z, p_c> is not "
+                             "a nearest-centre rule and the bisector certificate does not apply")
+        labels = torch.arange(prototypes.shape[0], device=prototypes.device)
+        return prototypes / norms[:, None], labels, "unit features"
+    raise ValueError("the certificate needs a nearest-centre model: a head with 'centres' and 'centre_labels' "
+                     "(ClusTR) or 'prototypes' (DRP)")
+
+
+@torch.no_grad()
+def certified_radii(
+    model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample certified feature-space radius and hard-rule correctness of a nearest-centre model.
+
+    Returns:
+        ``(radius [N], correct [N])``: ``radius`` in the units of ``model_centres``' space
+        (0 where the hard rule is wrong), ``correct`` whether the hard nearest-centre rule is right.
+    """
+    centres, labels, space = model_centres(model)
+    device = centres.device
+    was_training = model.training
+    model.eval()
+    radii, correct = [], []
+    for i in range(0, x.shape[0], batch_size):
+        z = model.features(x[i: i + batch_size].to(device)).float()
+        if space == "unit features":
+            z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        right = nearest_centre_class(z, centres, labels) == y[i: i + batch_size].to(device)
+        radius = feature_radius(z, centres, labels)
+        radii.append(torch.where(right, radius, torch.zeros_like(radius)).cpu())
+        correct.append(right.cpu())
+    model.train(was_training)
+    return torch.cat(radii), torch.cat(correct)
+
+
+def certified_accuracy(radius: torch.Tensor, radii) -> list[float]:
+    """Certified accuracy at each radius ``r``: share of samples with a correct hard rule and ``radius > r``.
+
+    Example:
+        >>> certified_accuracy(torch.tensor([0.0, 0.5, 2.0]), [0.0, 1.0])
+        [0.6666666865348816, 0.3333333432674408]
+    """
+    return [float((radius > r).float().mean()) for r in radii]

@@ -18,35 +18,62 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_batch, check_eps, check_images
-from ..attacks import FGSM, PGD
+from ..attacks import BIM, FGSM, MIFGSM, PGD, RFGSM, Adaptive, AutoAttack, MultiTargetedPGD
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-_PGD_SPEC = re.compile(r"^pgd-(\d+)(?:x(\d+))?((?:-(?:margin|l2))*)$")
+_PGD_SPEC = re.compile(r"^pgd-(\d+)(?:x(\d+))?((?:-(?:margin|dlr|l2))*)$")
+_STEPS_SPEC = re.compile(r"^(bim|mifgsm|mt-pgd|adaptive)-(\d+)(?:x(\d+))?$")
+_AUTOATTACK_SPEC = re.compile(r"^(?:autoattack|aa)(?:-(standard|rand|fast))?(-l2)?$")
+ATTACK_SPECS = (
+    "fgsm", "rfgsm", "bim-K", "mifgsm-K", "pgd-K[xR][-margin|-dlr][-l2]", "mt-pgd-K",
+    "adaptive-K[xR]", "autoattack[-standard|-rand|-fast][-l2]",
+)
 
 
 def make_attack(spec: str, eps: float, seed: int = 0) -> Attack:
-    """Build an attack from a short name.
+    """Build an attack from a short name (``ATTACK_SPECS``).
 
-    ``"fgsm"``; ``"pgd-K"`` (K steps); ``"pgd-KxR"`` (R restarts); suffixes ``-margin``
-    (CW margin loss) and ``-l2`` (L2 ball), e.g. ``"pgd-100x5-margin"``. PGD attacks here
-    use ``early_stop=True`` and ``seed``.
+    ``"fgsm"``, ``"rfgsm"``; ``"bim-K"``, ``"mifgsm-K"`` (K steps); ``"pgd-K"``, ``"pgd-KxR"``
+    (R restarts) with suffixes ``-margin`` (CW loss), ``-dlr`` (DLR loss), ``-l2`` (L2 ball),
+    e.g. ``"pgd-100x5-margin"``; ``"mt-pgd-K"`` (multi-targeted, every wrong class);
+    ``"adaptive-KxR"`` (margin PGD on every view of the model's decision rule);
+    ``"autoattack"`` (standard), ``"autoattack-fast"``, ``"autoattack-rand"`` (``-l2`` for L2).
+    Iterative attacks use ``early_stop=True`` (an evaluation only needs to know whether a
+    sample breaks) and ``seed``.
 
     Example:
         >>> make_attack("pgd-20", 0.3).name
         'PGD-20'
+        >>> make_attack("pgd-100x5-dlr", 0.3).name
+        'PGD-100x5-dlr'
     """
     name = spec.lower().strip()
     if name == "fgsm":
         return FGSM(eps)
+    if name == "rfgsm":
+        return RFGSM(eps, seed=seed)
     match = _PGD_SPEC.match(name)
-    if not match:
-        raise ValueError(
-            f"unknown attack {spec!r}; use 'fgsm' or 'pgd-K[xR][-margin][-l2]', e.g. 'pgd-20'"
-        )
-    steps, restarts, suffix = int(match[1]), int(match[2] or 1), match[3]
-    return PGD(eps, steps=steps, restarts=restarts, loss="margin" if "-margin" in suffix else "ce",
-               norm="l2" if "-l2" in suffix else "linf", seed=seed, early_stop=True)
+    if match:
+        steps, restarts, suffix = int(match[1]), int(match[2] or 1), match[3]
+        loss = "margin" if "-margin" in suffix else "dlr" if "-dlr" in suffix else "ce"
+        return PGD(eps, steps=steps, restarts=restarts, loss=loss, norm="l2" if "-l2" in suffix else "linf",
+                   seed=seed, early_stop=True)
+    match = _STEPS_SPEC.match(name)
+    if match:
+        kind, steps, restarts = match[1], int(match[2]), int(match[3] or 1)
+        if kind == "adaptive":
+            return Adaptive(eps, steps=steps, restarts=restarts, seed=seed)
+        if restarts == 1:
+            if kind == "bim":
+                return BIM(eps, steps=steps)
+            if kind == "mifgsm":
+                return MIFGSM(eps, steps=steps)
+            return MultiTargetedPGD(eps, steps=steps, seed=seed, early_stop=True)
+    match = _AUTOATTACK_SPEC.match(name)
+    if match:
+        return AutoAttack(eps, norm="l2" if match[2] else "linf", version=match[1] or "standard", seed=seed)
+    raise ValueError(f"unknown attack {spec!r}; use one of {', '.join(ATTACK_SPECS)} (e.g. 'pgd-20')")
 
 
 @torch.no_grad()
@@ -156,7 +183,7 @@ def evaluate_robustness(
         for spec in attacks:
             attack = make_attack(spec, budget, seed)
             started = time.perf_counter()
-            survived = clean_correct & _correct_under(model, attack, x, y, batch_size)
+            survived = clean_correct & correct_under(model, attack, x, y, batch_size)
             name = getattr(attack, "name", spec)
             report.seconds[budget][name] = time.perf_counter() - started
             report.results[budget][name] = float(survived.float().mean())
@@ -169,7 +196,7 @@ def evaluate_robustness(
     return report
 
 
-def _correct_under(model, attack: Attack, x, y, batch_size: int) -> torch.Tensor:
+def correct_under(model, attack: Attack, x, y, batch_size: int) -> torch.Tensor:
     """Per-sample correctness ``[N]`` on the attacked inputs."""
     device = next(model.parameters()).device
     out = []

@@ -106,6 +106,12 @@ class TrainConfig:
 
     Units: ``eps`` and ``attack_step`` are in [0, 1] pixel units; ``milestones`` are epochs.
     ``method_kwargs`` go to the method's constructor.
+
+    Catastrophic-overfitting monitor: every epoch the PGD accuracy on the held-out batch
+    (``val_size`` images, ``monitor_steps`` PGD steps) is compared with its best so far; a
+    fall of more than ``co_drop`` (absolute) raises the ``co_alarm`` of that epoch's record.
+    ``rollback=True`` restores the weights of the epoch with the best held-out PGD accuracy
+    at the end of training.
     """
 
     model: str = "smallcnn"
@@ -124,6 +130,8 @@ class TrainConfig:
     eps: float | None = None
     val_size: int = 500
     monitor_steps: int = 10
+    co_drop: float = 0.2
+    rollback: bool = False
     amp: bool = True
     channels_last: bool = True
     method_kwargs: dict = field(default_factory=dict)

@@ -146,6 +146,7 @@ class _Run:
                                    config.milestones, config.gamma)
         self.history = History()
         self.start_epoch, self.step = 0, 0
+        self.best_state: dict | None = None  # weights of the best held-out PGD epoch (for rollback)
 
     def train(self, checkpoint_dir, resume: bool, progress: bool) -> History:
         if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / META_FILE).exists():
@@ -157,15 +158,46 @@ class _Run:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for epoch in range(self.start_epoch, self.epochs):
                 record = self.run_epoch(epoch, bar)
+                self.watch_overfitting(record, bar)
                 self.history.append(record)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
                                 val_acc=f"{record['val_clean_acc']:.3f}",
-                                val_pgd=f"{record['val_pgd_acc']:.3f}")
+                                val_pgd=f"{record['val_pgd_acc']:.3f}" + (" CO!" if record["co_alarm"] else ""))
                 if checkpoint_dir is not None:
                     self.save(Path(checkpoint_dir), epoch + 1)
         bar.close()
+        if self.config.rollback:
+            self.roll_back(checkpoint_dir)
         self.model.eval()
         return self.history
+
+    def watch_overfitting(self, record: dict, bar) -> None:
+        """Catastrophic-overfitting alarm: held-out PGD accuracy far below its best so far.
+
+        Adds ``co_alarm`` (bool) and ``best_val_pgd_acc`` to ``record``; keeps the best
+        epoch's weights in memory when ``rollback`` is on.
+        """
+        previous = [r.get("val_pgd_acc", float("nan")) for r in self.history.records]
+        best = max((v for v in previous if v == v), default=float("-inf"))
+        current = record["val_pgd_acc"]
+        record["co_alarm"] = bool(current == current and best - current > self.config.co_drop)
+        record["best_val_pgd_acc"] = max(best, current) if current == current else best
+        if record["co_alarm"]:
+            bar.write(f"{self.recipe.key}: catastrophic overfitting? held-out PGD accuracy fell from "
+                      f"{best:.3f} to {current:.3f} in epoch {record['epoch']} "
+                      f"(alarm at a drop > {self.config.co_drop})")
+        if self.config.rollback and current == current and current >= best:
+            self.best_state = {"epoch": record["epoch"],
+                               "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+
+    def roll_back(self, checkpoint_dir) -> None:
+        """Restore the best held-out PGD epoch's weights (``rollback=True``); re-save the checkpoint."""
+        if self.best_state is None or self.best_state["epoch"] == self.history.last.get("epoch"):
+            return
+        self.model.load_state_dict(self.best_state["model"])
+        self.history.last["rolled_back_to_epoch"] = self.best_state["epoch"]
+        if checkpoint_dir is not None:
+            self.save(Path(checkpoint_dir), self.history.last["epoch"])
 
     def run_epoch(self, epoch: int, bar) -> dict:
         torch.manual_seed(_epoch_seed(self.seed, epoch))
@@ -254,7 +286,9 @@ class _Run:
 
     def restore(self, directory: Path) -> None:
         meta = read_meta(directory)
-        if meta["method"] != self.recipe.key or meta["config"] != self.config.to_dict():
+        # A setting added after the checkpoint was written counts as its default value.
+        saved = {**TrainConfig().to_dict(), **meta["config"]}
+        if meta["method"] != self.recipe.key or saved != self.config.to_dict():
             raise ValueError(
                 f"the checkpoint in {directory} was trained with different settings "
                 f"({meta['method']}); use another checkpoint_dir or resume=False"

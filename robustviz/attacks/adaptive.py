@@ -1,0 +1,132 @@
+"""Adaptive attacks: attack the method's own decision rule, not a cross-entropy proxy.
+
+Feature-space defences classify by distances to prototypes or clusters. Their scores
+are not logits: cosine similarities live in [-1, 1] (cross-entropy on them is almost
+flat), and ClusTR's soft top-L vote is piecewise (a class whose centres leave the top L
+drops by a fixed gap). Cross-entropy PGD on such scores under-reports how easily the
+prediction flips (Tramer et al. 2020, "On adaptive attacks to adversarial example
+defenses"). The adaptive attack here:
+
+1. lists *views* of the decision rule (``decision_views``): differentiable class scores
+   whose argmax is the model's prediction, or its hard nearest-centre core:
+
+   * ``"decision rule"``: ``model`` itself (every robustviz model's ``forward`` is its real
+     decision rule: logits, DRP prototype similarities, ClusTR log vote scores);
+   * ``"nearest centre"`` (models whose head has ``centres`` and ``centre_labels``, e.g.
+     ClusTR): ``s_c(x) = -min_{j: class(j) = c} ||f(x) - mu_j||^2``, smooth where the top-L
+     vote is flat;
+
+2. runs margin-loss PGD (Carlini-Wagner margin, no saturation) with restarts on each view;
+3. keeps, per sample, the candidate that fools the *real* model, else the one with the
+   largest real margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .core import eval_mode, prepare_inputs
+from .losses import margin
+from .pgd import keep_worst_case, pgd, worst_case_key
+
+
+class NearestCentreScores(nn.Module):
+    """Class scores of the hard nearest-centre rule: ``s_c = -min_{j in class c} ||f(x) - mu_j||^2`` ``[B, K]``.
+
+    Wraps a model whose ``head`` has ``centres [P, d]`` and ``centre_labels [P]`` buffers;
+    argmax of the scores is the nearest centre's class (the rule the certificate covers).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = model.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model.features(x).float()
+        head = self.model.head
+        neg_d2 = -torch.cdist(z, head.centres.float()).pow(2)  # [B, P]
+        very_low = torch.finfo(neg_d2.dtype).min / 4  # a class without centres never wins
+        scores = [neg_d2[:, head.centre_labels == c].max(dim=1).values
+                  if bool((head.centre_labels == c).any()) else neg_d2.new_full((z.shape[0],), very_low)
+                  for c in range(self.num_classes)]
+        return torch.stack(scores, dim=1)
+
+
+def has_centres(model: nn.Module) -> bool:
+    head = getattr(model, "head", None)
+    return hasattr(head, "centres") and hasattr(head, "centre_labels") and hasattr(model, "features")
+
+
+def decision_views(model: nn.Module) -> dict[str, nn.Module]:
+    """The differentiable views of ``model``'s decision rule the adaptive attack targets (name -> module)."""
+    views: dict[str, nn.Module] = {"decision rule": model}
+    if has_centres(model):
+        views["nearest centre"] = NearestCentreScores(model)
+    return views
+
+
+def adaptive_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int = 100,
+    restarts: int = 2,
+    step_size: float | None = None,
+    norm: str = "linf",
+    seed: int | None = 0,
+    early_stop: bool = True,
+) -> torch.Tensor:
+    """Margin PGD on every view of the model's decision rule; per-sample worst case on the real model.
+
+    Args:
+        model: a robustviz model (or any classifier; then only its ``forward`` is attacked).
+        x, y, eps, step_size, norm: as for ``pgd``.
+        early_stop: as for ``pgd``, on the ``"decision rule"`` view only (a sample that fools
+            another view may still be classified correctly by the model).
+        steps, restarts: per view.
+        seed: seed of the random starts (view ``i`` uses ``seed + 1000 * i``).
+
+    Returns:
+        ``x_adv`` inside the eps-ball and [0, 1], on ``x``'s device and dtype.
+
+    Example:
+        >>> x_adv = adaptive_attack(clustr_model, x, y, eps=0.3)  # doctest: +SKIP
+    """
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    best = best_key = None
+    with eval_mode(model):
+        for i, view in enumerate(decision_views(model).values()):
+            candidate = pgd(view, x_work, y_work, eps, steps=steps, restarts=restarts, step_size=step_size,
+                            norm=norm, loss="margin", seed=None if seed is None else seed + 1000 * i,
+                            early_stop=early_stop and view is model)  # a view's argmax is not the verdict
+            key = worst_case_key(model, candidate, y_work, y_work, margin)
+            best, best_key = (candidate, key) if best is None else keep_worst_case(best, best_key, candidate, key)
+    return best.detach().to(device=x.device, dtype=x.dtype)
+
+
+@dataclass
+class Adaptive:
+    """Callable form of ``adaptive_attack``: ``Adaptive(0.3)(model, x, y)``."""
+
+    eps: float
+    steps: int = 100
+    restarts: int = 2
+    step_size: float | None = None
+    norm: str = "linf"
+    seed: int | None = 0
+    early_stop: bool = True
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return adaptive_attack(model, x, y, self.eps, steps=self.steps, restarts=self.restarts,
+                               step_size=self.step_size, norm=self.norm, seed=self.seed,
+                               early_stop=self.early_stop)
+
+    @property
+    def name(self) -> str:
+        restarts = f"x{self.restarts}" if self.restarts > 1 else ""
+        return f"adaptive-{self.steps}{restarts}"
