@@ -1,12 +1,48 @@
-"""Figures and feature extraction. Plot functions return matplotlib ``Figure`` objects.
+"""Feature-space visualisation: extraction, 2-D maps, geometry, separation, landscapes, explorers.
+
+Every plot function returns a ``matplotlib.figure.Figure`` (no pyplot state): it renders
+inline in a notebook and saves headless with ``fig.savefig(path)``. The explorers are
+ipywidgets around such figures and fall back to static figures outside a kernel.
+
+| module | what it holds |
+|---|---|
+| ``extraction`` | ``extract`` (any layer, clean + adversarial, labels, predictions), ``features_of``, ``layer_names`` |
+| ``projection`` | ``project`` (UMAP / t-SNE / PCA / LDA fitted on clean features, cached, with trustworthiness) |
+| ``embedding_plots`` | ``plot_embedding`` (2-D maps), ``plot_feature_space`` (direct 2-D/3-D features + centres) |
+| ``geometry`` | ``plot_prototype_geometry``, ``prototype_angles`` |
+| ``separation`` | ``separation_metrics``, ``margins``, ``plot_separation`` |
+| ``divergence`` | ``layerwise_divergence``, ``plot_layer_divergence`` (ADR's motivation) |
+| ``landscape`` | ``plot_loss_along_fgsm``, ``plot_loss_landscape`` |
+| ``complement`` | ``plot_complement_entropy`` (GCE) |
+| ``training_plots`` | ``plot_training_curves`` |
+| ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy`` |
+| ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets) |
 
 Example:
-    >>> from robustviz.viz import plot_accuracy_vs_eps
-    >>> fig = plot_accuracy_vs_eps({"pgd_at": report})  # doctest: +SKIP
-    >>> fig.savefig("accuracy.png")  # doctest: +SKIP
+    >>> from robustviz.viz import extract, plot_embedding
+    >>> feats = extract(model, bundle, attack="pgd-20", eps=0.3, n=2000)  # doctest: +SKIP
+    >>> plot_embedding(feats, method="umap").savefig("umap.png")  # doctest: +SKIP
 """
 
-from .features import features_of
-from .plots import plot_accuracy_vs_eps, plot_feature_pca
+from .complement import complement_statistics, plot_complement_entropy
+from .divergence import default_layers, layerwise_divergence, plot_layer_divergence
+from .embedding_plots import feature_centres, plot_embedding, plot_feature_space
+from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explorer, precompute, prototype_explorer
+from .extraction import Features, extract, features_of, layer_names
+from .geometry import plot_prototype_geometry, prototype_angles
+from .landscape import loss_along_fgsm, loss_landscape, plot_loss_along_fgsm, plot_loss_landscape
+from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder
+from .projection import PROJECTION_METHODS, Projection, clear_projection_cache, map_trustworthiness, project
+from .separation import margins, plot_separation, separation_metrics
+from .training_plots import plot_training_curves
 
-__all__ = ["features_of", "plot_accuracy_vs_eps", "plot_feature_pca"]
+__all__ = [
+    "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "Projection", "PrototypeExplorer",
+    "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
+    "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
+    "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
+    "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",
+    "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",
+    "plot_training_curves", "precompute", "project", "prototype_angles", "prototype_explorer",
+    "separation_metrics",
+]

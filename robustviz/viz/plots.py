@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..evaluate import RobustnessReport
+from ..evaluate import LadderReport, RobustnessReport
 
 
 def plot_accuracy_vs_eps(
@@ -80,4 +80,49 @@ def plot_feature_pca(
                for k, name in enumerate(classes)]
     handles.append(axes[0].scatter([], [], color="k", marker="x", label=adversarial_label))
     fig.legend(handles=handles, loc="outside right center", fontsize="small")
+    return fig
+
+
+def plot_ladder(report: LadderReport) -> Figure:
+    """The attack ladder: accuracy under each attack (bars) and the worst case so far (line).
+
+    The dashed line is the reported number; the distance down to the worst-case line is
+    how much of it the stronger attacks took away.
+    """
+    fig = Figure(figsize=(7.0, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    names = ["clean"] + [row.attack for row in report.rows]
+    accuracy = [report.clean_acc] + [row.accuracy for row in report.rows]
+    worst = [report.clean_acc] + [row.worst_case for row in report.rows]
+    positions = np.arange(len(names))
+    ax.bar(positions, [100 * a for a in accuracy], color="C0", alpha=0.6, label="accuracy under this attack")
+    ax.plot(positions, [100 * w for w in worst], "o-", color="C3", label="worst case so far")
+    ax.axhline(100 * report.reported, ls="--", color="gray", label=f"reported ({100 * report.reported:.1f}%)")
+    ax.set_xticks(positions, names, rotation=30, ha="right", fontsize="small")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 102)
+    ax.legend(fontsize="small")
+    ax.set_title(f"Attack ladder at eps = {report.eps:.3g}: verified {100 * report.verified:.1f}%")
+    return fig
+
+
+def plot_certified_accuracy(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+                            unit: str = "feature-space L2 radius") -> Figure:
+    """Certified accuracy against radius, one line per model.
+
+    Args:
+        curves: ``{model name: (radii, certified accuracies in [0, 1])}``, e.g. from
+            ``robustviz.evaluate.certified_accuracy``.
+        unit: the x-axis label (feature-space radius unless divided by a Lipschitz bound).
+    """
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for name, (radii, accs) in curves.items():
+        ax.plot(list(radii), [100 * a for a in accs], marker=".", label=name)
+    ax.set_xlabel(unit)
+    ax.set_ylabel("certified accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Certified accuracy of the hard nearest-centre rule")
     return fig

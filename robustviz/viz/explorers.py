@@ -1,0 +1,386 @@
+"""Interactive explorers: move an eps slider and watch the adversarial points travel.
+
+Everything expensive (attacks, features, 2-D maps) is computed once, up front, for every
+run, attack and eps on the slider (``precompute``); moving a widget then only moves the
+existing matplotlib artists (``set_offsets``) and re-renders the figure into an
+``ipywidgets.Image``, which works in JupyterLab, Notebook and Colab without a matplotlib
+widget backend.
+
+* ``explorer(runs, data)``: a 2-D map (UMAP, t-SNE, PCA, LDA) of each run's clean features
+  with the adversarial features placed into it; selectors for the run, the attack, the map
+  and the classes shown, and an eps slider.
+* ``prototype_explorer(model, data)``: for a model with 2- or 3-dimensional features, the
+  features themselves around the prototypes or cluster centres (on the unit circle/sphere
+  for prototype heads).
+
+Headless (no kernel, e.g. a script or CI) they show static figures instead:
+``static_figures()`` returns one figure per eps value.
+
+Example:
+    >>> ex = explorer({"ce": ce_model, "pgd_at": at_model}, bundle, attacks=("fgsm", "pgd-10"))  # doctest: +SKIP
+    >>> ex  # in a notebook: the widget  # doctest: +SKIP
+    >>> ex.eps_slider.value = 0.3  # the same as moving the slider  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba_array
+from matplotlib.figure import Figure
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data import DataBundle
+from .embedding_plots import (
+    PointArtists,
+    add_class_legend,
+    as_plotted,
+    class_colours,
+    draw_arrows,
+    draw_centres,
+    draw_points,
+    draw_unit_sphere,
+    embedding_title,
+    feature_centres,
+    misclassified_points,
+    plot_embedding,
+    plot_feature_space,
+)
+from .extraction import Features, extract
+from .projection import Projection, project
+
+DPI = 72  # the rendered image's resolution: lower is faster to redraw
+
+
+@dataclass
+class ExplorerData:
+    """Everything an explorer shows, computed once.
+
+    Attributes:
+        features: ``{run: {(attack, eps): Features}}``; eps 0 holds the clean features twice.
+        projections: ``{(run, method, attack, eps): Projection}`` (empty for direct plots).
+        attacks, eps_values, methods: the choices offered by the widgets.
+        classes: class names. centres: ``{run: (centres, centre_labels, normalised)}`` for
+            prototype / cluster models.
+    """
+
+    features: dict[str, dict[tuple[str, float], Features]]
+    projections: dict[tuple[str, str, str, float], Projection]
+    attacks: tuple[str, ...]
+    eps_values: tuple[float, ...]
+    methods: tuple[str, ...]
+    classes: list[str]
+    centres: dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[str]:
+        return list(self.features)
+
+
+def precompute(
+    runs: Mapping[str, nn.Module],
+    data: DataBundle,
+    attacks: Sequence[str] = ("fgsm",),
+    eps_values: Sequence[float] | None = None,
+    methods: Sequence[str] = ("pca",),
+    n: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+) -> ExplorerData:
+    """Attack, extract and project once for every run x attack x eps x map method.
+
+    Args:
+        runs: ``{name: model}``. data: a ``DataBundle`` (its test split is used).
+        attacks: attack specs (``robustviz.evaluate.make_attack``).
+        eps_values: the slider's values (default: 0 to the bundle's eps in 4 steps).
+        methods: projection methods to offer (empty for direct feature plots).
+        n: test points (a stratified, seeded subset, the same for every run).
+        seed: seed of the subset, the attacks and the maps.
+        progress: show a progress bar.
+    """
+    eps_values = tuple(float(e) for e in (eps_values if eps_values is not None
+                                          else np.linspace(0, data.eps, 5)))
+    features: dict = {}
+    projections: dict = {}
+    steps = [(run, attack, eps) for run in runs for attack in attacks for eps in eps_values]
+    for run, attack, eps in tqdm(steps, desc="explorer: attacks and maps", disable=not progress):
+        model = runs[run]
+        feats = _clean_copy(extract(model, data, n=n, seed=seed), attack) if eps == 0 else \
+            extract(model, data, attack=attack, eps=eps, n=n, seed=seed)
+        features.setdefault(run, {})[(attack, eps)] = feats
+        for method in methods:
+            projections[(run, method, attack, eps)] = project(feats, method=method, seed=seed)
+    centres = {}
+    for run, model in runs.items():
+        try:
+            centres[run] = feature_centres(model)
+        except ValueError:
+            pass
+    return ExplorerData(features, projections, tuple(attacks), eps_values, tuple(methods), list(data.classes),
+                        centres)
+
+
+class _Explorer:
+    """The widget tree, the artists and the redraw shared by both explorers."""
+
+    def __init__(self, data: ExplorerData, max_arrows: int = 300, three_d: bool = False) -> None:
+        import ipywidgets as widgets
+
+        self.data, self.max_arrows = data, max_arrows
+        self.run_selector = widgets.Dropdown(options=data.runs, description="run")
+        self.attack_selector = widgets.Dropdown(options=list(data.attacks), description="attack")
+        self.projection_selector = widgets.Dropdown(options=list(data.methods) or ["direct"], description="map")
+        self.eps_slider = widgets.SelectionSlider(options=list(data.eps_values), value=data.eps_values[-1],
+                                                  description="eps", continuous_update=False)
+        self.class_filter = widgets.SelectMultiple(options=[(name, k) for k, name in enumerate(data.classes)],
+                                                   value=tuple(range(len(data.classes))), description="classes",
+                                                   rows=min(len(data.classes), 6))
+        self.image = widgets.Image(format="png")
+        self.figure = Figure(figsize=(7.5, 5.2), dpi=DPI, layout="constrained")
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.ax = self.figure.add_subplot(projection="3d" if three_d else None)
+        self.palette = to_rgba_array(class_colours(range(10)))  # RGBA per class, looked up on every move
+        self.artists = self._build_artists()
+        self.widget = widgets.VBox([
+            widgets.HBox([self.run_selector, self.attack_selector, self.projection_selector]),
+            widgets.HBox([self.eps_slider, self.class_filter]),
+            self.image,
+        ])
+        for control in (self.run_selector, self.attack_selector, self.projection_selector, self.eps_slider,
+                        self.class_filter):
+            control.observe(lambda change: self.update(), names="value")
+        self.update()
+
+    # -- what the subclasses decide ---------------------------------------------------------
+    def coordinates(self, run: str, method: str, attack: str, eps: float):
+        """``(clean [N, 2|3], adversarial [N, 2|3], title)`` for one choice of the widgets."""
+        raise NotImplementedError
+
+    def static_figures(self) -> list[Figure]:
+        """Static figures of the current run, attack and map: one per eps value (headless fallback)."""
+        raise NotImplementedError
+
+    def extra_points(self) -> list[np.ndarray]:
+        """Points besides the data that the axes limits must include (e.g. the centres)."""
+        return []
+
+    def label_axes(self, run: str, method: str) -> None:
+        """Name the axes for the current map."""
+
+    # -- drawing ----------------------------------------------------------------------------
+    def current(self) -> tuple[str, str, str, float]:
+        """The widgets' values: ``(run, map method, attack, eps)``."""
+        return (self.run_selector.value, self.projection_selector.value, self.attack_selector.value,
+                float(self.eps_slider.value))
+
+    def current_features(self) -> Features:
+        run, _, attack, eps = self.current()
+        return self.data.features[run][(attack, eps)]
+
+    def update(self) -> None:
+        """Move the artists to the widgets' current choice and re-render the image."""
+        run, method, attack, eps = self.current()
+        feats = self.current_features()
+        clean, adversarial, title = self.coordinates(run, method, attack, eps)
+        shown = np.isin(feats.labels.numpy(), list(self.class_filter.value))
+        colours = self.palette[feats.labels.numpy()[shown] % len(self.palette)]
+        _move(self.artists.clean, clean[shown], colours)
+        _move(self.artists.adversarial, adversarial[shown], colours)
+        _move(self.artists.misclassified, misclassified_points(clean[shown], adversarial[shown], _rows(feats, shown)))
+        self.artists.arrows.remove()
+        arrow_rows = np.flatnonzero(shown)[: self.max_arrows]
+        self.artists.arrows = draw_arrows(self.ax, clean[arrow_rows], adversarial[arrow_rows])
+        self._set_limits(run, method, attack)
+        self.label_axes(run, method)
+        robust = float(((feats.pred_adv == feats.labels) & (feats.pred_clean == feats.labels)).float().mean())
+        self.ax.set_title(f"{title}\n{run}, {attack}, eps = {eps:.3g}: robust accuracy {100 * robust:.1f}%",
+                          fontsize="medium")
+        self.image.value = self.render()
+
+    def render(self) -> bytes:
+        """The figure as PNG bytes.
+
+        The first render lays the figure out (constrained layout); later renders keep that
+        layout, which halves the time of a redraw.
+        """
+        buffer = io.BytesIO()
+        self.canvas.print_png(buffer)
+        self.figure.set_layout_engine("none")
+        return buffer.getvalue()
+
+    def _build_artists(self) -> PointArtists:
+        run, method, attack, eps = self.current()
+        clean, adversarial, _ = self.coordinates(run, method, attack, eps)
+        feats = self.data.features[run][(attack, eps)]
+        artists = draw_points(self.ax, clean, adversarial, feats, self.max_arrows)
+        add_class_legend(self.figure, self.ax, range(len(self.data.classes)), self.data.classes, True)
+        return artists
+
+    def _set_limits(self, run: str, method: str, attack: str) -> None:
+        """Axes limits covering every eps of this run, attack and map, so the view stays put."""
+        points = np.concatenate([np.concatenate(self.coordinates(run, method, attack, eps)[:2])
+                                 for eps in self.data.eps_values] + self.extra_points())
+        low, high = points.min(axis=0), points.max(axis=0)
+        pad = 0.05 * np.maximum(high - low, 1e-6)
+        setters = (self.ax.set_xlim, self.ax.set_ylim, getattr(self.ax, "set_zlim", None))
+        for axis, setter in enumerate(setters[: points.shape[1]]):
+            setter(low[axis] - pad[axis], high[axis] + pad[axis])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if _in_kernel():
+            display(self.widget)
+        else:
+            for fig in self.static_figures():
+                display(fig)
+
+
+class FeatureExplorer(_Explorer):
+    """A 2-D map per run; built by ``explorer``. Attributes: ``run_selector``, ``attack_selector``,
+    ``projection_selector``, ``eps_slider``, ``class_filter``, ``image``, ``figure``, ``ax``,
+    ``artists`` (the ``PointArtists`` being moved) and ``widget`` (the ``VBox``)."""
+
+    def coordinates(self, run, method, attack, eps):
+        projection = self.data.projections[(run, method, attack, eps)]
+        return projection.clean, projection.adversarial, embedding_title(projection)
+
+    def label_axes(self, run: str, method: str) -> None:
+        _, _, attack, eps = self.current()
+        x_label, y_label = self.data.projections[(run, method, attack, eps)].axis_labels
+        self.ax.set_xlabel(x_label)
+        self.ax.set_ylabel(y_label)
+
+    def static_figures(self) -> list[Figure]:
+        run, method, attack, _ = self.current()
+        return [plot_embedding(self.data.features[run][(attack, eps)], classes=self.data.classes,
+                               projection=self.data.projections[(run, method, attack, eps)],
+                               title=f"{run}: {attack}, eps = {eps:.3g}") for eps in self.data.eps_values]
+
+
+class PrototypeExplorer(_Explorer):
+    """The 2-D or 3-D features of one model around its prototypes / centres; built by
+    ``prototype_explorer``. Same attributes as ``FeatureExplorer``."""
+
+    def __init__(self, data: ExplorerData, max_arrows: int = 300) -> None:
+        run = data.runs[0]
+        self.centres, self.centre_labels, self.normalise = data.centres.get(run, (None, None, False))
+        dim = next(iter(data.features[run].values())).dim
+        super().__init__(data, max_arrows, three_d=dim == 3)
+        self.projection_selector.disabled = True  # the features are drawn as they are
+        if self.normalise:
+            draw_unit_sphere(self.ax, dim)
+        if self.centres is not None:
+            draw_centres(self.ax, as_plotted(self.centres, self.normalise), self.centre_labels)
+        self.update()
+
+    def extra_points(self) -> list[np.ndarray]:
+        return [] if self.centres is None else [as_plotted(self.centres, self.normalise)]
+
+    def label_axes(self, run: str, method: str) -> None:
+        symbol = "z / ||z||" if self.normalise else "z"
+        for axis, setter in enumerate((self.ax.set_xlabel, self.ax.set_ylabel, getattr(self.ax, "set_zlabel", None))):
+            if setter is not None:
+                setter(f"{symbol} [{axis}]")
+
+    def coordinates(self, run, method, attack, eps):
+        feats = self.data.features[run][(attack, eps)]
+        space = "z / ||z|| (the prototype rule's space)" if self.normalise else "features z"
+        return as_plotted(feats.clean, self.normalise), as_plotted(feats.adversarial, self.normalise), space
+
+    def static_figures(self) -> list[Figure]:
+        run, _, attack, _ = self.current()
+        return [plot_feature_space(self.data.features[run][(attack, eps)], centres=self.centres,
+                                   centre_labels=self.centre_labels, normalise=self.normalise,
+                                   classes=self.data.classes, title=f"{run}: {attack}, eps = {eps:.3g}")
+                for eps in self.data.eps_values]
+
+
+def explorer(
+    runs: Mapping[str, nn.Module] | ExplorerData,
+    data: DataBundle | None = None,
+    attacks: Sequence[str] = ("fgsm",),
+    eps_values: Sequence[float] | None = None,
+    methods: Sequence[str] = ("pca",),
+    n: int = 500,
+    seed: int = 0,
+    progress: bool = True,
+) -> FeatureExplorer:
+    """Explore several runs' feature maps under attack (module docstring).
+
+    Args:
+        runs: ``{name: model}`` (then ``data`` is needed) or a ready ``ExplorerData``.
+        data, attacks, eps_values, methods, n, seed, progress: as in ``precompute``.
+
+    Returns:
+        a ``FeatureExplorer``; in a notebook it displays as the widget.
+    """
+    return FeatureExplorer(_data(runs, data, attacks, eps_values, methods, n, seed, progress))
+
+
+def prototype_explorer(
+    model: nn.Module,
+    data: DataBundle,
+    attacks: Sequence[str] = ("fgsm",),
+    eps_values: Sequence[float] | None = None,
+    n: int = 300,
+    seed: int = 0,
+    progress: bool = True,
+    name: str = "model",
+) -> PrototypeExplorer:
+    """Watch a 2-D or 3-D feature model's points move relative to its prototypes as eps grows.
+
+    Raises:
+        ValueError: if the model's features are not 2- or 3-dimensional.
+    """
+    feat_dim = getattr(model, "feat_dim", None)
+    if feat_dim not in (2, 3):
+        raise ValueError(f"prototype_explorer needs a model with feat_dim 2 or 3, got {feat_dim}; "
+                         "use explorer(...) with a projection for larger feature spaces")
+    return PrototypeExplorer(_data({name: model}, data, attacks, eps_values, (), n, seed, progress))
+
+
+def _data(runs, data, attacks, eps_values, methods, n, seed, progress) -> ExplorerData:
+    if isinstance(runs, ExplorerData):
+        return runs
+    if data is None:
+        raise ValueError("pass data= (a DataBundle) to precompute the runs' features, or an ExplorerData")
+    return precompute(runs, data, attacks, eps_values, methods, n, seed, progress)
+
+
+def _clean_copy(feats: Features, attack: str) -> Features:
+    """eps = 0: the adversarial points are the clean points."""
+    feats.adversarial, feats.pred_adv, feats.attack, feats.eps = feats.clean, feats.pred_clean, attack, 0.0
+    return feats
+
+
+def _rows(feats: Features, shown: np.ndarray) -> Features:
+    """The rows of ``feats`` where ``shown`` (a boolean mask) is True; other rows are dropped."""
+    index = torch.from_numpy(np.flatnonzero(shown))
+    return Features(feats.clean[index], feats.labels[index], feats.pred_clean[index], feats.adversarial[index],
+                    feats.pred_adv[index], feats.layer, feats.attack, feats.eps)
+
+
+def _move(artist, points: np.ndarray, colours=None) -> None:
+    """Give a scatter new points (2-D ``set_offsets``; 3-D its ``_offsets3d``) and colours."""
+    if points.shape[1] == 3:
+        artist._offsets3d = (points[:, 0], points[:, 1], points[:, 2])
+    else:
+        artist.set_offsets(points)
+    if colours is not None:
+        artist.set_color(colours)
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
