@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .core import eval_mode, model_device_dtype, prepare_inputs, project_l2
+from .core import eval_mode, model_device_dtype, prepare_inputs, project_l2, project_linf
 
 VERSIONS = ("standard", "rand", "fast")
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -138,7 +138,7 @@ def autoattack(
 def _into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Project AutoAttack's output onto the eps-ball and [0, 1] (the attack contract; a no-op up to rounding)."""
     if norm == "linf":
-        return torch.min(torch.max(x_adv, (x - eps).clamp(min=0.0)), (x + eps).clamp(max=1.0))
+        return project_linf(x_adv, x, eps)
     return project_l2(x_adv, x, eps)
 
 

@@ -80,6 +80,12 @@ def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
     return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
 
 
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project ``x_adv`` onto the L-inf ball of radius ``eps`` around ``x``, intersected with [0, 1]."""
+    lower, upper = linf_bounds(x, eps)
+    return torch.min(torch.max(x_adv, lower), upper)
+
+
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:
     """Scale every sample of ``v`` ``[B, ...]`` to unit L2 norm (zero stays zero)."""
     norms = v.flatten(1).norm(dim=1).clamp_min(1e-12)

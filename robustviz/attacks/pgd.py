@@ -15,6 +15,7 @@ from .core import (
     make_generator,
     prepare_inputs,
     project_l2,
+    project_linf,
     random_start,
 )
 from .losses import AttackLoss, resolve_loss
@@ -128,8 +129,7 @@ def _start(x, eps, norm, start_random, generator):
 def ascent_step(x_adv, x, grad, eps, step_size, norm):
     """One ascent step followed by the projection onto the ball and [0, 1]."""
     if norm == "linf":
-        lower, upper = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
-        return torch.min(torch.max(x_adv + step_size * grad.sign(), lower), upper)
+        return project_linf(x_adv + step_size * grad.sign(), x, eps)
     return project_l2(x_adv + step_size * l2_normalize(grad), x, eps)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .core import prepare_inputs
+from .core import prepare_inputs, project_linf
 from .pgd import PGD
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -48,7 +48,7 @@ def transfer_attack(
     attack = PGD(eps, steps=20, seed=0) if attack is None else attack
     x_surrogate, y_surrogate, eps = prepare_inputs(surrogate, x, y, eps)
     x_adv = attack(surrogate, x_surrogate, y_surrogate).to(device=x.device, dtype=x.dtype)
-    return torch.min(torch.max(x_adv, (x - eps).clamp(min=0.0)), (x + eps).clamp(max=1.0)).detach()
+    return project_linf(x_adv, x, eps).detach()
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..attacks import fgsm, pgd, transfer_attack
 from ..attacks.core import eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
 from .ladder import resolve_data
-from .robustness import predict
+from .robustness import correct_under, predict
 
 EXPLANATIONS = {
     "fgsm_above_clean": (
@@ -179,19 +179,16 @@ def diagnose(
     x, y = x.to(device), y.to(device)
     m: dict[str, float] = {}
 
-    def raw_acc(x_eval: torch.Tensor) -> torch.Tensor:
-        return predict(model, x_eval, batch_size) == y
+    def correct_after(attack) -> torch.Tensor:
+        return correct_under(model, attack, x, y, batch_size)
 
-    def batched(attack) -> torch.Tensor:
-        return torch.cat([attack(x[i: i + batch_size], y[i: i + batch_size]) for i in range(0, len(y), batch_size)])
-
-    clean = raw_acc(x)
-    fgsm_correct = raw_acc(batched(lambda xb, yb: fgsm(model, xb, yb, eps)))
-    pgd_correct = raw_acc(batched(lambda xb, yb: pgd(model, xb, yb, eps, steps=20, seed=seed)))
+    clean = predict(model, x, batch_size) == y
+    fgsm_correct = correct_after(lambda m, xb, yb: fgsm(m, xb, yb, eps))
+    pgd_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, eps, steps=20, seed=seed))
     steps, restarts = strong_attack
-    strong_correct = raw_acc(batched(lambda xb, yb: pgd(model, xb, yb, eps, steps=steps, restarts=restarts,
-                                                          seed=seed + 1, early_stop=True)))
-    large_correct = raw_acc(batched(lambda xb, yb: pgd(model, xb, yb, large_eps, steps=20, seed=seed)))
+    strong_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, eps, steps=steps, restarts=restarts,
+                                                         seed=seed + 1, early_stop=True))
+    large_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, large_eps, steps=20, seed=seed))
     m["clean_acc"] = _mean(clean)
     m["fgsm_acc"] = _mean(fgsm_correct)
     m["fgsm_robust_acc"] = _mean(clean & fgsm_correct)
@@ -215,7 +212,7 @@ def diagnose(
             "transfer_stronger_than_white_box", False, float("nan"), 0.02, True,
             EXPLANATIONS["transfer_stronger_than_white_box"], "no surrogate (pass surrogate=model or a DataBundle)")
     else:
-        transfer_correct = raw_acc(batched(lambda xb, yb: transfer_attack(model, xb, yb, eps, transfer_model)))
+        transfer_correct = correct_after(lambda m, xb, yb: transfer_attack(m, xb, yb, eps, transfer_model))
         m["transfer_robust_acc"] = _mean(clean & transfer_correct)
         add("transfer_stronger_than_white_box", m["pgd20_robust_acc"] - m["transfer_robust_acc"], 0.02,
             detail=f"(PGD-20 {m['pgd20_robust_acc']:.3f} vs transfer {m['transfer_robust_acc']:.3f})")
@@ -251,16 +248,31 @@ def _surrogate(model, data, surrogate, seed):
 
 
 @torch.no_grad()
+def loss_along_fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 11, span: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy along ``clip(x + t * sign(grad_x CE))`` for ``t`` from 0 to ``span * eps``.
+
+    Returns:
+        ``(t [points], loss [B, points])``, both on the model's device.
+
+    Example:
+        >>> t, curves = loss_along_fgsm(model, x[:50], y[:50], eps=0.3)  # doctest: +SKIP
+    """
+    x, y, eps = prepare_inputs(model, x, y, eps)
+    steps = torch.linspace(0.0, span * eps, points)
+    with eval_mode(model):
+        grad, _ = input_gradient(model, x, y, cross_entropy)
+        direction = grad.sign()
+        curve = torch.stack([cross_entropy(model((x + t * direction).clamp(0, 1)), y) for t in steps.tolist()], 1)
+    return steps.to(curve.device), curve
+
+
 def _non_monotone_share(model, x, y, eps, points: int = 11, tolerance: float = 0.01) -> float:
     """Share of samples whose CE along ``x + t sign(grad)`` drops by > ``tolerance`` x its range."""
     if y.numel() == 0:
         return float("nan")
-    x, y, _ = prepare_inputs(model, x, y, eps)
-    with eval_mode(model):
-        grad, _ = input_gradient(model, x, y, cross_entropy)
-        direction = grad.sign()
-        curve = torch.stack([cross_entropy(model((x + t * direction).clamp(0, 1)), y)
-                             for t in torch.linspace(0, eps, points).tolist()], dim=1)  # [B, points]
+    _, curve = loss_along_fgsm(model, x, y, eps, points)
     spread = (curve.max(dim=1).values - curve.min(dim=1).values).clamp_min(1e-12)
     drops = (curve[:, :-1] - curve[:, 1:]).clamp_min(0).max(dim=1).values
     return float((drops > tolerance * spread).float().mean())

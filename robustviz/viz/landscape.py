@@ -22,6 +22,7 @@ from torch import nn
 
 from ..attacks.core import eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
+from ..evaluate.diagnose import loss_along_fgsm as fgsm_loss_curve
 
 
 def loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 21,
@@ -36,13 +37,8 @@ def loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     Returns:
         ``(t [points], loss [B, points])`` as numpy arrays.
     """
-    x, y, eps = prepare_inputs(model, x, y, eps)
-    steps = np.linspace(0.0, span * eps, points)
-    with eval_mode(model), torch.no_grad():
-        grad, _ = input_gradient(model, x, y, cross_entropy)
-        direction = grad.sign()
-        curve = torch.stack([cross_entropy(model((x + t * direction).clamp(0, 1)), y) for t in steps.tolist()], 1)
-    return steps, curve.cpu().numpy()
+    steps, curve = fgsm_loss_curve(model, x, y, eps, points, span)
+    return steps.cpu().numpy(), curve.cpu().numpy()
 
 
 def plot_loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 21,
