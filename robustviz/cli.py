@@ -1,4 +1,4 @@
-"""Command line: ``robustviz demo | train | evaluate | compare``.
+"""Command line: ``robustviz demo | train | evaluate | compare | doctor``.
 
 Examples:
     robustviz demo
@@ -7,6 +7,7 @@ Examples:
     robustviz evaluate results/pgd_at-mnist-mini-quick-s0 --eps 0.1 0.3 --attacks fgsm pgd-20
     robustviz evaluate results/clustr-mnist-mini-quick-s0 --ladder --diagnose
     robustviz compare --profile quick --out docs/results-quick.md
+    robustviz doctor
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-progress", action="store_true")
     compare.set_defaults(run=run_compare_command)
 
+    doctor = sub.add_parser("doctor", help="check the installation: versions, device, widgets, data",
+                            description="Print the versions of robustviz and its dependencies, the device, "
+                            "whether interactive widgets can display and where mnist-mini is found; exit "
+                            "status 0 when every required check passes.")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON instead")
+    doctor.set_defaults(run=run_doctor_command)
     return parser
 
 
@@ -225,6 +232,15 @@ def run_compare_command(args) -> int:
     if args.out:
         Path(args.out).write_text(text)
     return 0
+
+
+def run_doctor_command(args) -> int:
+    from .doctor import doctor
+
+    report = doctor(verbose=not args.json)
+    if args.json:
+        print(json.dumps(report, indent=1, default=str))
+    return 0 if report["ok"] else 1
 
 
 def parse_settings(pairs: list[str]) -> dict:

@@ -1,0 +1,238 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Deep Repulsive Prototypes: fixed geometry in feature space
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/robustviz-org/robustviz/blob/main/notebooks/04_repulsive_prototypes.ipynb)
+#
+# **Learning objectives.** After this notebook you can
+#
+# 1. construct class prototypes that are as far apart as possible, and say what the best
+#    possible separation is ($\arccos(-1/(K-1))$);
+# 2. explain DRP's training (regress the features onto the label's prototype) and its decision
+#    rule (the most similar normalised prototype);
+# 3. look at 2-D and 3-D feature spaces directly and see where attacks push the features;
+# 4. explain why an attack on DRP's *training loss* can overestimate its robustness.
+
+# %% tags=["colab"]
+# On Colab: fetch robustviz (the code and its embedded dataset) and install it. Elsewhere: nothing.
+import sys
+
+if "google.colab" in sys.modules:
+    import os
+    import subprocess
+
+    if not os.path.isdir("/content/robustviz"):
+        subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/robustviz-org/robustviz",
+                        "/content/robustviz"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/robustviz"], check=True)
+    sys.path.insert(0, "/content/robustviz")
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+
+# %% tags=["parameters"]
+PROFILE = "quick"  # "quick": CPU, minutes (2,000 training images); "full": the papers' settings (a GPU)
+SEED = 0
+DATASET = "mnist-mini"
+N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
+EPS = 0.3
+
+# %%
+# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
+# %matplotlib inline
+import torch
+
+from robustviz import runs, viz
+from robustviz.evaluate import ladder
+from robustviz.methods import make_prototypes
+from robustviz.viz import prototype_angles
+
+course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
+bundle = course.data()
+test = course.test_split(bundle, course.pick(300, 2000))
+
+# %% [markdown]
+# ## 1. Prototypes, chosen before training
+#
+# DRP (Serban, Poll & Visser 2021, [arXiv:2105.12427](https://arxiv.org/abs/2105.12427)), after
+# Hyperspherical Prototype Networks (Mettes et al. 2019), fixes one vector $p_c \in \mathbb{R}^d$
+# per class *before* training and pushes them apart. For unit vectors the best one can do is the
+# regular simplex: any $K$ unit vectors have some pair with cosine at least $-1/(K-1)$, so the
+# smallest pairwise angle is at most
+#
+# $$\theta^\star = \arccos\!\Big(-\frac{1}{K-1}\Big) \qquad (120^\circ \text{ for } K = 3,\ 96.4^\circ \text{ for } K = 10),$$
+#
+# reachable when $d \ge K - 1$. robustviz builds four kinds: `simplex` (exact), `sphere`
+# (optimised on the unit sphere; reaches the simplex when $d \ge K-1$), `cube` (corners of the
+# hypercube) and `faithful`, the released generator, which maximises the sum of pairwise
+# $L_\infty$ distances *without any norm constraint*.
+
+# %%
+for kind in ("simplex", "sphere", "cube", "faithful"):
+    angles = prototype_angles(make_prototypes(kind, 10, 16, seed=SEED))
+    print(f"{kind:<9} K = 10, d = 16: smallest angle {angles['min_angle']:6.1f} deg, mean {angles['mean_angle']:6.1f} "
+          f"(optimum {angles['optimal_angle']:.1f})")
+
+# %% [markdown]
+# The geometry panels (pairwise angles, smallest and mean angle against the optimum, norms):
+# well-posed `sphere` prototypes, then the `faithful` ones, whose norms are wildly unequal, so
+# $\arg\max_c \langle z, p_c\rangle$ is no longer a nearest-prototype rule.
+
+# %% tags=["plot"]
+viz.plot_prototype_geometry(make_prototypes("sphere", 10, 16, seed=SEED))
+
+# %% tags=["plot"]
+viz.plot_prototype_geometry(make_prototypes("faithful", 10, 16, seed=SEED))
+
+# %% [markdown]
+# ## 2. Training and prediction
+#
+# The network's features $z = f(x)$ (a linear layer of size $d$) are regressed onto the label's
+# prototype; robustviz's `drp` uses the per-sample cosine loss of HPN and predicts with the most
+# similar normalised prototype:
+#
+# $$\mathcal{L} = \frac{1}{B}\sum_{i}\big(1 - \cos(z_i, p_{y_i})\big)^2, \qquad
+# \hat y(x) = \arg\max_c\, \Big\langle \frac{z}{\|z\|_2},\, p_c \Big\rangle .$$
+#
+# No term pushes $z$ *away* from the wrong prototypes and there is no adversarial training: the
+# repulsion lives only in the choice of the prototypes. The prototypes are a buffer of the
+# model's head, so the head *is* the decision rule and every attack attacks it.
+#
+# ## 3. Two dimensions: the toy `blobs`
+#
+# Three classes, 2-D inputs, a small MLP with 2-D features: the prototypes are three unit
+# vectors at $120^\circ$ and the features can be drawn as they are (stars: the prototypes;
+# features normalised onto the unit circle, the space the rule compares in). Crosses are the
+# PGD-20 copies at twice the toy's budget.
+
+# %% tags=["plot"]
+toy = course.data("blobs")
+toy_model, _ = course.train("drp", dataset="blobs")
+toy_feats = viz.extract(toy_model, toy, attack="pgd-20", eps=2 * toy.eps, n=300, seed=SEED)
+viz.plot_feature_space(toy_feats, model=toy_model, classes=toy.classes)
+
+# %% [markdown]
+# ## 4. Three dimensions: MNIST on a sphere
+#
+# The same recipe on `mnist-mini` with 3-D features (`feat_dim=3`): ten prototypes spread over
+# the unit sphere (the simplex needs $d \ge 9$, so the `sphere` construction optimises the
+# spread). Under FGSM at $\epsilon = 0.15$ the features slide along the sphere towards a
+# neighbouring prototype.
+
+# %% tags=["plot"]
+sphere_model, _ = course.train("drp", feat_dim=3)
+sphere_feats = viz.extract(sphere_model, test, attack="fgsm", eps=0.15, n=course.pick(300, 1000), seed=SEED)
+viz.plot_feature_space(sphere_feats, model=sphere_model, classes=bundle.classes)
+
+# %% [markdown]
+# Move the slider: the features of the 3-D model under growing $\epsilon$ (in a live kernel this
+# is a widget; elsewhere it shows one static figure per $\epsilon$).
+
+# %% tags=["widget"]
+viz.prototype_explorer(sphere_model, bundle, attacks=("fgsm",), eps_values=(0.0, 0.05, 0.1, 0.15, 0.2),
+                       n=course.pick(200, 500), seed=SEED, name="drp, d = 3")
+
+# %% [markdown]
+# ## 5. The recipe's own model ($d = 16$): how robust is it?
+#
+# The margin histogram measures, per test point, the distance to the nearest decision boundary
+# of the prototype rule (positive: correct side). Clean points sit far inside their region;
+# PGD-20 at $\epsilon = 0.3$ pushes most of them past it.
+
+# %% tags=["plot"]
+model, _ = course.train("drp")
+feats = viz.extract(model, test, attack="pgd-20", eps=EPS, n=course.pick(300, 1000), seed=SEED)
+viz.plot_separation(feats, model)
+
+# %% [markdown]
+# The released DRP evaluation attacked the *training loss* (the $L_\infty$ distance to the true
+# prototype). That loss can grow without moving towards any other class, so it can be a weak
+# attack (exercise 3 measures it).
+# Here every attack maximises a loss of the *scores* $\langle z/\|z\|, p_c\rangle$, which is what
+# decides. The attack ladder at $\epsilon = 0.1$:
+
+# %% tags=["plot"]
+report = ladder(model, test, 0.1, attacks=("fgsm", "pgd-20", "pgd-50-margin", "adaptive-50"), n=course.pick(200, 1000),
+                seed=SEED, progress=False)
+print(report.table())
+viz.plot_ladder(report)
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **How many dimensions does the simplex need?** For $K = 10$, compute the smallest angle of
+#    `sphere` prototypes in $d = 2, 3, 5, 9, 16$. From which $d$ on is the optimum reached?
+# 2. **The released prototypes.** For $K = 100$ classes in $d = 100$ (CIFAR-100), how small is the
+#    smallest angle between two `faithful` prototypes? What does that mean for the rule?
+# 3. **Attack the loss, not the rule.** The released DRP (`drp_faithful`: $L_\infty$ regression
+#    onto the unbounded prototypes) was evaluated with PGD on its *training loss*
+#    $\|f(x) - p_y\|_\infty$. Compare that attack with PGD on the scores at $\epsilon = 0.1$.
+#    Hint: `torch.nn.Sequential(model.normalize, model.body)` computes the features, and `pgd`
+#    accepts any per-sample loss `(outputs, y) -> [B]` to maximise.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# @title Solution 1
+for d in (2, 3, 5, 9, 16):
+    angles = prototype_angles(make_prototypes("sphere", 10, d, seed=SEED))
+    print(f"d = {d:2d}: smallest angle {angles['min_angle']:5.1f} deg (optimum {angles['optimal_angle']:.1f})")
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# @title Solution 2
+angles = prototype_angles(make_prototypes("faithful", 100, 100, seed=SEED, steps=100))
+print(f"K = 100, d = 100, faithful: smallest angle {angles['min_angle']:.1f} deg, "
+      f"optimum {angles['optimal_angle']:.1f} deg")
+# Nearly collinear prototypes: two classes point in almost the same direction, so a tiny change
+# of z flips the prediction between them, and some prototypes are not even classified as
+# their own class by the released rule.
+
+# %% tags=["solution"] jupyter={"source_hidden": true}
+# @title Solution 3
+from robustviz.attacks import pgd
+from robustviz.evaluate import predict
+
+faithful, _ = course.train("drp_faithful", progress=False)
+features, prototypes = torch.nn.Sequential(faithful.normalize, faithful.body), faithful.head.prototypes
+
+
+def training_loss(z, y):  # the released loss, per sample: || f(x) - p_y ||_inf
+    return (z - prototypes[y]).abs().amax(dim=1)
+
+
+xs, ys = test.x[:200], test.y[:200]
+print(f"clean accuracy {100 * (predict(faithful, xs) == ys).float().mean():.1f}% (the released recipe trains poorly "
+      "on small data)")
+for name, target, loss in (("the training loss", features, training_loss), ("the scores (CE)", faithful, "ce")):
+    x_adv = pgd(target, xs, ys, eps=0.1, steps=20, loss=loss, seed=SEED)
+    print(f"PGD-20 on {name}: accuracy {100 * (predict(faithful, x_adv) == ys).float().mean():.1f}%")
+# If the attack on the training loss leaves more images correct, an evaluation based on it
+# over-reports robustness. Whatever the gap on this particular model, the loss's gradient flows
+# through one output coordinate per sample and can grow without moving towards any other
+# class's prototype: only an attack on the decision rule measures what decides.
+
+# %% [markdown]
+# ## Summary
+#
+# * Prototypes can be placed optimally before training: the regular simplex reaches the best
+#   smallest angle $\arccos(-1/(K-1))$ when $d \ge K - 1$; the released generator does not
+#   (unequal norms, nearly collinear directions for many classes).
+# * DRP pulls features onto prototypes but nothing pushes them away from the others, and there is
+#   no adversarial training: under attacks on the decision rule its robustness is that of a
+#   standard model at large budgets.
+# * Evaluate a model with attacks on its *decision rule*; a loss that can grow without crossing a
+#   boundary can make a weak attack.
+#
+# Next: [05 · Clustering and the Magnet loss](05_clustering_magnet.ipynb).
