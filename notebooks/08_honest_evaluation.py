@@ -80,8 +80,8 @@ print("methods:", ", ".join(keys), f"| {len(test)} test images | ladder level {l
 # The rungs (Carlini et al. 2019, "On evaluating adversarial robustness",
 # [arXiv:1902.06705](https://arxiv.org/abs/1902.06705); Croce & Hein 2020, AutoAttack,
 # [arXiv:2003.01690](https://arxiv.org/abs/2003.01690)): more steps and random restarts; losses
-# that do not saturate (CW margin, DLR); an *adaptive* attack, margin PGD on every view of the
-# method's own decision rule (for cluster models also the hard nearest-centre rule); AutoAttack
+# that do not saturate (CW margin, DLR); an *adaptive* attack, margin and cross-entropy PGD on every
+# view of the method's own decision rule (for cluster models also the hard nearest-centre rule); AutoAttack
 # (in the quick profile its `fast` version, APGD-CE + APGD-T; `standard` adds FAB-T and Square).
 #
 # ## 2. Train (or load) every method and climb

@@ -15,11 +15,13 @@ from robustviz.attacks import (
     MultiTargetedPGD,
     NearestCentreScores,
     Transfer,
+    adaptive_attack,
     autoattack,
     bim,
     decision_views,
     dlr,
     fgsm,
+    margin,
     mifgsm,
     multi_targeted_pgd,
     pgd,
@@ -164,6 +166,26 @@ def test_adaptive_attack_breaks_the_top_l_vote_where_cross_entropy_pgd_stalls():
     assert (model(adaptive).argmax(1) != y).all()
     assert (adaptive - x).abs().max() <= eps + 1e-6
     assert Adaptive(eps, steps=50, restarts=2).name == "adaptive-50x2"
+
+
+def test_adaptive_attack_runs_every_loss_as_a_cascade():
+    model, x, y = linear_problem()
+    eps = 0.05
+    broken_by_margin = model(pgd(model, x, y, eps, steps=20, loss="margin", seed=0)).argmax(1) != y
+    assert 0 < int(broken_by_margin.sum()) < len(y), "the problem needs both broken and robust samples"
+    seen = []
+
+    def recording_margin(scores, labels):
+        seen.append(scores.shape[0])
+        return margin(scores, labels)
+
+    x_adv = adaptive_attack(model, x, y, eps, steps=20, restarts=1, seed=0, losses=("margin", recording_margin))
+    # the second run attacks only what the first (the same margin PGD) left unbroken
+    assert set(seen) == {int((~broken_by_margin).sum())}
+    assert torch.equal(model(x_adv).argmax(1) != y, broken_by_margin)  # a linear model: margin PGD is optimal
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    with pytest.raises(ValueError, match="at least one"):
+        adaptive_attack(model, x, y, eps, losses=())
 
 
 def test_make_attack_builds_every_documented_spec():

@@ -151,9 +151,7 @@ def clustr_model(bundle):
     return model
 
 
-# ClusTR is not in this test yet: on the first 200 of these images its adaptive accuracy was
-# 40.5% against CE-PGD's 40.0% (one sample), so the adaptive attack needs work there (issue 4).
-@pytest.mark.parametrize("name", ["drp_model"])
+@pytest.mark.parametrize("name", ["drp_model", "clustr_model"])
 def test_adaptive_attack_is_at_least_as_strong_as_ce_pgd(request, bundle, name):
     model = request.getfixturevalue(name)
     x, y = bundle.test.x[:200], bundle.test.y[:200]

@@ -3,7 +3,7 @@
 Single step: ``fgsm``, ``rfgsm``. Iterative: ``bim`` (I-FGSM), ``mifgsm``, ``pgd`` (L-inf
 or L2; losses ``"ce"``, ``"margin"``, ``"dlr"`` or any callable; targeted with ``target=``),
 ``multi_targeted_pgd``. Black-box: ``transfer_attack`` (from a surrogate). Adaptive:
-``adaptive_attack`` (margin PGD on each view of a method's own decision rule). Reference:
+``adaptive_attack`` (margin and cross-entropy PGD on each view of a method's own decision rule). Reference:
 ``autoattack`` (pyautoattack, with the per-attack breakdown). Inside TRADES training:
 ``trades_attack``.
 

@@ -16,9 +16,17 @@ defenses"). The adaptive attack here:
      ClusTR): ``s_c(x) = -min_{j: class(j) = c} ||f(x) - mu_j||^2``, smooth where the top-L
      vote is flat;
 
-2. runs margin-loss PGD (Carlini-Wagner margin, no saturation) with restarts on each view;
+2. runs PGD with restarts on each view with each of several losses (default the
+   Carlini-Wagner margin, which does not saturate, and cross-entropy, which is strong on
+   ClusTR's log-domain scores: Tramer et al. advise trying more than one loss);
 3. keeps, per sample, the candidate that fools the *real* model, else the one with the
-   largest real margin.
+   largest real margin. Each (view, loss) run attacks only the samples that no earlier run
+   has broken (a cascade, as in AutoAttack), so extra runs cost little on weak models.
+
+Why both losses: on a ClusTR model (quick settings, 4,000 MNIST images, 2 epochs; 200 test
+images, eps 0.1, 50 steps x 2 restarts) CE-PGD left 40.0% correct, margin-PGD on the decision
+rule 41.5%, margin-PGD on the nearest-centre view 47.5%; no single run was the strongest on
+every sample, and their per-sample union left 37.0%.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import torch
 from torch import nn
 
 from .core import eval_mode, prepare_inputs
-from .losses import margin
+from .losses import AttackLoss, margin
 from .pgd import keep_worst_case, pgd, worst_case_key
 
 
@@ -80,16 +88,18 @@ def adaptive_attack(
     norm: str = "linf",
     seed: int | None = 0,
     early_stop: bool = True,
+    losses: tuple[str | AttackLoss, ...] = ("margin", "ce"),
 ) -> torch.Tensor:
-    """Margin PGD on every view of the model's decision rule; per-sample worst case on the real model.
+    """PGD on every view of the model's decision rule with every loss; per-sample worst case on the real model.
 
     Args:
         model: a robustviz model (or any classifier; then only its ``forward`` is attacked).
         x, y, eps, step_size, norm: as for ``pgd``.
         early_stop: as for ``pgd``, on the ``"decision rule"`` view only (a sample that fools
             another view may still be classified correctly by the model).
-        steps, restarts: per view.
-        seed: seed of the random starts (view ``i`` uses ``seed + 1000 * i``).
+        steps, restarts: per view and loss.
+        seed: seed of the random starts (run ``i`` of the views x losses uses ``seed + 1000 * i``).
+        losses: the attack losses tried on each view (names as for ``pgd``, or callables).
 
     Returns:
         ``x_adv`` inside the eps-ball and [0, 1], on ``x``'s device and dtype.
@@ -97,15 +107,24 @@ def adaptive_attack(
     Example:
         >>> x_adv = adaptive_attack(clustr_model, x, y, eps=0.3)  # doctest: +SKIP
     """
+    if not losses:
+        raise ValueError("losses must name at least one attack loss, e.g. ('margin', 'ce')")
     x_work, y_work, eps = prepare_inputs(model, x, y, eps)
-    best = best_key = None
+    runs = [(view, loss) for view in decision_views(model).values() for loss in losses]
     with eval_mode(model):
-        for i, view in enumerate(decision_views(model).values()):
-            candidate = pgd(view, x_work, y_work, eps, steps=steps, restarts=restarts, step_size=step_size,
-                            norm=norm, loss="margin", seed=None if seed is None else seed + 1000 * i,
+        with torch.no_grad():
+            best = x_work.clone()
+            best_key = worst_case_key(model, best, y_work, y_work, margin)
+        for i, (view, loss) in enumerate(runs):
+            todo = torch.nonzero(best_key != float("inf")).flatten()  # not broken by an earlier run
+            if todo.numel() == 0:
+                break
+            candidate = pgd(view, x_work[todo], y_work[todo], eps, steps=steps, restarts=restarts,
+                            step_size=step_size, norm=norm, loss=loss, seed=None if seed is None else seed + 1000 * i,
                             early_stop=early_stop and view is model)  # a view's argmax is not the verdict
-            key = worst_case_key(model, candidate, y_work, y_work, margin)
-            best, best_key = (candidate, key) if best is None else keep_worst_case(best, best_key, candidate, key)
+            with torch.no_grad():
+                key = worst_case_key(model, candidate, y_work[todo], y_work[todo], margin)
+            best[todo], best_key[todo] = keep_worst_case(best[todo], best_key[todo], candidate, key)
     return best.detach().to(device=x.device, dtype=x.dtype)
 
 
@@ -120,11 +139,12 @@ class Adaptive:
     norm: str = "linf"
     seed: int | None = 0
     early_stop: bool = True
+    losses: tuple[str | AttackLoss, ...] = ("margin", "ce")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return adaptive_attack(model, x, y, self.eps, steps=self.steps, restarts=self.restarts,
                                step_size=self.step_size, norm=self.norm, seed=self.seed,
-                               early_stop=self.early_stop)
+                               early_stop=self.early_stop, losses=self.losses)
 
     @property
     def name(self) -> str:
