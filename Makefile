@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(BIN)/robustviz demo
 
 test: $(TEST_STAMP)
+	scripts/install-chromium
 	$(BIN)/python -m pytest
 
 lab: $(STAMP)
