@@ -157,7 +157,8 @@ viz.plot_embedding(feats, method="pca", classes=bundle.classes)
 #    $\epsilon = 0.2$? And at $0.3$?
 # 2. **Step count.** How much do more PGD steps help at $\epsilon = 0.15$? Compare `"pgd-5"`,
 #    `"pgd-20"` and `"pgd-50x2"` (2 random restarts) with `evaluate_robustness`.
-# 3. **Another norm.** Attack with PGD in the $L_2$ ball (`norm="l2"`) at budgets 0.25, 0.5 and 1.
+# 3. **Another norm.** Attack with PGD in the $L_2$ ball (`norm="l2"`) at budgets 0.5, 1 and 2 (2.0 is
+#    the usual $L_2$ budget for MNIST).
 #    Compare with the largest $L_2$ norm an $L_\infty$ perturbation of 0.3 can have
 #    ($\|\delta\|_2 \le \sqrt{n}\,\|\delta\|_\infty$ with $n = 784$).
 
@@ -180,7 +181,7 @@ print(steps.table())
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # @title Solution 3
 xs, ys = test.x[:200], test.y[:200]
-for eps_l2 in (0.25, 0.5, 1.0):
+for eps_l2 in (0.5, 1.0, 2.0):
     acc = (predict(model, pgd(model, xs, ys, eps=eps_l2, norm="l2", steps=20, seed=SEED)) == ys).float().mean()
     print(f"L2 eps {eps_l2}: accuracy {100 * acc:.1f}%")
 # The L-inf ball of radius 0.3 contains perturbations of L2 norm up to 0.3 * sqrt(784) = 8.4,

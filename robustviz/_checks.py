@@ -36,16 +36,35 @@ def check_images(x: torch.Tensor, name: str = "x") -> None:
         )
 
 
-def check_eps(eps: float, name: str = "eps") -> float:
-    """Return ``eps`` as a float after checking it is in [0, 1] pixel units.
+def check_eps(eps: float, name: str = "eps", norm: str = "linf", dim: int | None = None) -> float:
+    """Return ``eps`` as a float after checking it is a budget in [0, 1] pixel units.
+
+    An L-inf budget above 1 covers the whole [0, 1] box, so it is almost surely in 0-255
+    units. An L2 budget may exceed 1 (MNIST's usual L2 budget is 2.0), but not the diagonal
+    of the box, ``sqrt(dim)`` for ``dim`` pixel values per sample; without ``dim`` it must be
+    at most 255 ** 0.5 ~ 16 (the diagonal of a 16 x 16 grey image).
+
+    Args:
+        norm: ``"linf"`` or ``"l2"``.
+        dim: values per sample (e.g. 784 for MNIST), for the L2 bound.
 
     Example:
         >>> check_eps(8 / 255)
         0.03137254901960784
+        >>> check_eps(2.0, norm="l2", dim=784)
+        2.0
     """
     eps = float(eps)
     if eps < 0:
         raise ValueError(f"{name} must be >= 0, got {eps}")
+    if norm == "l2":
+        largest = dim ** 0.5 if dim else 255 ** 0.5
+        if eps > largest:
+            raise ValueError(
+                f"L2 {name}={eps:g} is larger than the diagonal of the [0, 1] box ({largest:.4g}); robustviz "
+                f"measures eps in [0, 1] pixel units. If you meant {eps:g}/255, pass {name}={eps / 255:.5f}."
+            )
+        return eps
     if eps > 1:
         raise ValueError(
             f"{name}={eps:g} is larger than 1, but robustviz measures eps in [0, 1] pixel units. "

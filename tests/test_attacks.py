@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustviz._checks import check_eps
 from robustviz.attacks import (
     FGSM,
     PGD,
@@ -201,6 +202,20 @@ def test_eps_in_255_units_is_rejected(bn_net, attack):
     x, y = batch()
     with pytest.raises(ValueError, match="255"):
         attack(bn_net, x, y, 8)
+
+
+def test_l2_budgets_above_1_are_accepted_up_to_the_diagonal_of_the_box(bn_net):
+    x, y = batch()
+    dim = x[0].numel()
+    x_adv = pgd(bn_net, x, y, 2.0, steps=3, norm="l2", seed=0)  # e.g. MNIST's usual L2 budget
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= 2.0 + 1e-5
+    with pytest.raises(ValueError, match="diagonal"):
+        pgd(bn_net, x, y, 1.01 * dim ** 0.5, steps=1, norm="l2")
+    with pytest.raises(ValueError, match="larger than 1"):
+        pgd(bn_net, x, y, 2.0, steps=1, norm="linf")
+    assert check_eps(2.0, norm="l2", dim=784) == 2.0
+    with pytest.raises(ValueError, match="/255"):
+        check_eps(128, norm="l2", dim=784)
 
 
 @pytest.mark.parametrize("attack", [fgsm, pgd])

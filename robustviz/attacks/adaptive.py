@@ -109,7 +109,7 @@ def adaptive_attack(
     """
     if not losses:
         raise ValueError("losses must name at least one attack loss, e.g. ('margin', 'ce')")
-    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps, norm)
     runs = [(view, loss) for view in decision_views(model).values() for loss in losses]
     with eval_mode(model):
         with torch.no_grad():

@@ -106,7 +106,7 @@ def autoattack(
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         x, y = x[:n], y[:n]
-    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps, norm)
     device, _ = model_device_dtype(model)
     notes = _NoteCollector()
     with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), notes:

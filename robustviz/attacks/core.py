@@ -40,11 +40,11 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def prepare_inputs(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf"
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Check the contract and move ``x``, ``y`` to the model's device and dtype."""
+    """Check the contract (``eps`` for the given norm) and move ``x``, ``y`` to the model's device and dtype."""
     check_images(x)
-    eps = check_eps(eps)
+    eps = check_eps(eps, norm=norm, dim=x[0].numel() if x.shape[0] else None)
     check_batch(x, y)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None:

@@ -72,11 +72,11 @@ def pgd(
     check_norm(norm)
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
-    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps, norm)
     loss_fn = resolve_loss(loss)
     loss_labels = y_work
     if target is not None:
-        _, loss_labels, _ = prepare_inputs(model, x, target, eps)
+        _, loss_labels, _ = prepare_inputs(model, x, target, eps, norm)
         loss_fn = _negated(loss_fn)
     settings = dict(eps=eps, steps=steps, norm=norm, random_start=random_start,
                     step_size=2.5 * eps / max(steps, 1) if step_size is None else float(step_size),

@@ -46,7 +46,7 @@ def multi_targeted_pgd(
     Example:
         >>> x_adv = multi_targeted_pgd(model, x, y, eps=0.3, steps=20, num_targets=3)  # doctest: +SKIP
     """
-    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
+    x_work, y_work, eps = prepare_inputs(model, x, y, eps, norm)
     with eval_mode(model), torch.no_grad():
         scores = model(x_work)
     num_classes = scores.shape[1]
