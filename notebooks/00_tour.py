@@ -54,7 +54,6 @@ DATASET = "mnist-mini"
 N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 import torch
 from matplotlib.figure import Figure

@@ -51,7 +51,6 @@ N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
 EPS = 0.3  # the attack budget in [0, 1] pixel units (MNIST's conventional L-inf budget)
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 import torch
 from matplotlib.figure import Figure

@@ -52,7 +52,6 @@ N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
 EPS = 0.3
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 import torch
 

@@ -51,7 +51,6 @@ N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
 EPS = 0.1  # ClusTR's PGD robustness on mnist-mini is only visible at small budgets
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 import torch
 from matplotlib.figure import Figure

@@ -53,7 +53,6 @@ EPS = 0.3
 METHODS = None  # None: a representative five in the quick profile, every recipe in the full profile
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 from IPython.display import Markdown, display
 

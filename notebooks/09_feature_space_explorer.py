@@ -51,7 +51,6 @@ EPS = 0.3
 ALWAYS = ["ce", "pgd_at", "fgsm_at"]  # trained if missing; every other finished run is picked up too
 
 # %%
-# ruff: noqa: E402, E501, B018  (notebook style: late imports, long formulas, displayed last lines)
 # %matplotlib inline
 import numpy as np
 from IPython.display import Markdown, display
