@@ -54,7 +54,7 @@ EPS = 0.3
 from IPython.display import Markdown, display
 
 from robustviz import runs, viz
-from robustviz.evaluate import diagnose, evaluate_robustness
+from robustviz.evaluate import diagnose, diagnoses_table, evaluate_robustness
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
 bundle = course.data()
@@ -126,11 +126,7 @@ viz.plot_accuracy_vs_eps(reports)
 diagnoses = {key: diagnose(model, test, EPS, n=course.pick(100, 1000), surrogate=surrogate, seed=SEED,
                           strong_attack=course.pick((50, 2), (100, 3)))  # (steps, restarts) of the strong PGD
              for key, model in models.items()}
-flags = list(next(iter(diagnoses.values())).flags)
-lines = ["| flag | " + " | ".join(diagnoses) + " |", "|---|" + "---|" * len(diagnoses)]
-lines += [f"| {flag} | " + " | ".join(("**RAISED** " if d.flags[flag].raised else "") + f"{d.flags[flag].value:.2f}"
-                                        for d in diagnoses.values()) + " |" for flag in flags]
-display(Markdown("\n".join(lines)))
+display(Markdown(diagnoses_table(diagnoses)))
 
 # %%
 print(diagnoses["fgsm_at"])

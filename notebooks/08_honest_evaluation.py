@@ -58,7 +58,7 @@ from IPython.display import Markdown, display
 
 from robustviz import methods, runs, viz
 from robustviz.compare import ladder_table
-from robustviz.evaluate import LADDER_LEVELS, diagnose, ladder
+from robustviz.evaluate import LADDER_LEVELS, diagnose, diagnoses_table, ladder
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
 bundle = course.data()
@@ -112,11 +112,7 @@ surrogate = models["ce"] if "ce" in models else course.train("ce", progress=Fals
 diagnoses = {key: diagnose(model, test, EPS, n=None, surrogate=surrogate, seed=SEED,
                           strong_attack=course.pick((50, 2), (100, 3)))  # (steps, restarts) of the strong PGD
              for key, model in models.items()}
-flags = list(next(iter(diagnoses.values())).flags)
-lines = ["| flag | " + " | ".join(diagnoses) + " |", "|---|" + "---|" * len(diagnoses)]
-lines += [f"| {flag} | " + " | ".join(("**RAISED** " if d.flags[flag].raised else "") + f"{d.flags[flag].value:.2f}"
-                                        for d in diagnoses.values()) + " |" for flag in flags]
-display(Markdown("\n".join(lines)))
+display(Markdown(diagnoses_table(diagnoses)))
 
 # %% [markdown]
 # ## 4. Reading the table

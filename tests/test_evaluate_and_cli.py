@@ -110,3 +110,18 @@ def test_compare_trains_once_then_reuses_the_cache(tmp_path, capsys, monkeypatch
         meta = json.loads((cache / f"{method}-mnist-mini-quick-s0" / "meta.json").read_text())
         assert len(meta["history"]) == 1
     capsys.readouterr()
+
+
+def test_diagnoses_table_puts_models_side_by_side():
+    from robustviz.evaluate import Diagnosis, Flag, diagnoses_table
+
+    def diagnosis(value, raised):
+        flags = {name: Flag(name, raised, value, 0.1, True, "why") for name in ("zero_gradients", "fgsm_above_clean")}
+        return Diagnosis(0.3, flags)
+
+    table = diagnoses_table({"fgsm_at": diagnosis(0.756, True), "pgd_at": diagnosis(0.0, False)}).splitlines()
+    assert table[0] == "| flag | fgsm_at | pgd_at |" and table[1] == "|---|---|---|"
+    assert table[2] == "| zero_gradients | **RAISED** 0.76 | 0.00 |"
+    assert len(table) == 4
+    with pytest.raises(ValueError, match="at least one"):
+        diagnoses_table({})

@@ -16,14 +16,15 @@ from .certificate import (
     linf_radius,
     model_centres,
 )
-from .diagnose import Diagnosis, Flag, diagnose, loss_along_fgsm
+from .diagnose import Diagnosis, Flag, diagnose, diagnoses_table, loss_along_fgsm
 from .ladder import LADDER_LEVELS, LadderReport, LadderRow, ladder, resolve_data
 from .robustness import ATTACK_SPECS, RobustnessReport, accuracy, evaluate_robustness, make_attack, predict
 from .sweep import eps_grid, eps_sweep
 
 __all__ = [
     "ATTACK_SPECS", "Diagnosis", "Flag", "LADDER_LEVELS", "LadderReport", "LadderRow", "RobustnessReport",
-    "accuracy", "certified_accuracy", "certified_radii", "diagnose", "eps_grid", "eps_sweep", "loss_along_fgsm",
+    "accuracy", "certified_accuracy", "certified_radii", "diagnose", "diagnoses_table", "eps_grid", "eps_sweep",
+    "loss_along_fgsm",
     "evaluate_robustness", "feature_radius", "input_radius", "ladder", "linf_radius", "make_attack",
     "model_centres", "predict", "resolve_data",
 ]

@@ -124,6 +124,26 @@ class Diagnosis:
         return "\n\n".join(f"{f.name}: {f.explanation}" for f in shown)
 
 
+def diagnoses_table(diagnoses: dict[str, Diagnosis]) -> str:
+    """Several models' diagnoses side by side, as a markdown table: one row per flag, one
+    column per model, each cell the measured value, marked **RAISED** when the flag is raised.
+
+    Example:
+        >>> from IPython.display import Markdown  # doctest: +SKIP
+        >>> both = {"fgsm_at": diagnose(a, data, 0.3), "pgd_at": diagnose(b, data, 0.3)}  # doctest: +SKIP
+        >>> Markdown(diagnoses_table(both))  # doctest: +SKIP
+    """
+    if not diagnoses:
+        raise ValueError("diagnoses_table needs at least one diagnosis")
+    flags = list(next(iter(diagnoses.values())).flags)
+    lines = ["| flag | " + " | ".join(diagnoses) + " |", "|---|" + "---|" * len(diagnoses)]
+    for flag in flags:
+        cells = [("**RAISED** " if d.flags[flag].raised else "") + f"{d.flags[flag].value:.2f}"
+                 for d in diagnoses.values()]
+        lines.append(f"| {flag} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def diagnose(
     model: nn.Module,
     data,
