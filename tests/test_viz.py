@@ -305,6 +305,21 @@ def test_training_curves_from_histories(drp_moons, clustr_moons):
     assert len(acc_ax.lines) == 2 * 3 and len(acc_ax.lines[0].get_xdata()) == 10  # train, val clean, val PGD
 
 
+def test_training_curves_of_one_run_colour_each_term_and_go_logarithmic_when_terms_differ():
+    from robustviz.train.history import History
+
+    history = History()
+    for epoch, (magnet, small) in enumerate([(30.0, 0.5), (20.0, 0.2), (10.0, 0.1)], start=1):
+        history.append({"epoch": epoch, "magnet": magnet, "small": small, "train_acc": 0.5 + 0.1 * epoch})
+    fig = viz.plot_training_curves(history)
+    loss_ax = fig.axes[0]
+    assert len({line.get_color() for line in loss_ax.lines}) == 2 and loss_ax.get_yscale() == "log"
+    only = viz.plot_training_curves(history, keys=["small"])
+    assert [ax.get_title() for ax in only.axes] == ["loss terms"] and only.axes[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="none of the keys"):
+        viz.plot_training_curves(history, keys=["nope"])
+
+
 def test_the_existing_evaluation_plots_still_work(trained_cnn, small_mnist, cnn_features):
     x, y = small_mnist.test.x[:50], small_mnist.test.y[:50]
     report = evaluate_robustness(trained_cnn, x, y, eps=(0.1, 0.2), attacks=("fgsm",), progress=False)
