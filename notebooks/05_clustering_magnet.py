@@ -53,11 +53,10 @@ EPS = 0.1  # ClusTR's PGD robustness on mnist-mini is only visible at small budg
 # %%
 # %matplotlib inline
 import torch
-from matplotlib.figure import Figure
 
 from robustviz import runs, viz
 from robustviz.evaluate import certified_accuracy, certified_radii, evaluate_robustness, ladder
-from robustviz.methods.clustr import PaperScores
+from robustviz.methods.clustr import PaperScores, score_gradient_norms
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
 bundle = course.data()
@@ -139,29 +138,15 @@ viz.plot_certified_accuracy({"clustr": (grid, certified_accuracy(radius, grid))}
 # the cluster width:
 
 # %% tags=["plot"]
-head, label = model.head, torch.tensor([0])
-centre = head.centres[head.centre_labels == 0][0]
-direction = torch.nn.functional.normalize(torch.randn(centre.shape, generator=torch.Generator().manual_seed(SEED)), dim=0)
 widths = [0.5, 2, 8, 32, 64, 90, 100, 128, 256]
-norms = {"paper scores (exp domain)": [], "log-domain scores": []}
-for width in widths:
-    z = (centre + direction * (2 * head.variance * width).sqrt())[None].requires_grad_()
-    for name, scores in zip(norms, (head.paper_scores(z), head(z))):
-        norms[name].append(float(torch.autograd.grad(torch.nn.functional.cross_entropy(scores, label), z)[0].norm()))
-fig = Figure(figsize=(6, 3.6), layout="constrained")
-ax = fig.add_subplot()
-for name, values in norms.items():
-    ax.plot(widths, [max(v, 1e-12) for v in values], "o-", label=name)
-ax.set(xscale="log", yscale="log", xlabel="distance to the centre, d^2 / 2 sigma^2", ylabel="||gradient|| (0 drawn at 1e-12)")
-ax.legend()
-fig
+viz.plot_gradient_norms(widths, score_gradient_norms(model.head, widths, label=0, seed=SEED))
 
 # %% [markdown]
 # Where do this model's test features lie? Their distance to the nearest centre, in the same units:
 
 # %%
 with torch.no_grad():
-    nearest = -head.log_kernel(model.features(test.x)).max(dim=1).values
+    nearest = -model.head.log_kernel(model.features(test.x)).max(dim=1).values
 print(f"d^2 / 2 sigma^2 to the nearest centre: median {float(nearest.median()):.2f}, max {float(nearest.max()):.2f}")
 paper_view = PaperScores(model)
 for name, target in (("paper scores (the official evaluation)", paper_view), ("log-domain scores", model)):

@@ -666,3 +666,17 @@ def test_recipes_follow_the_paper_on_cifar_and_fit_a_cpu_on_mnist():
                 kw = config.method_kwargs
                 assert config.batch_size == kw["clusters_per_batch"] * kw["examples_per_cluster"]
                 recipe.build_method(config, 0.1)
+
+
+def test_score_gradient_norms_vanish_in_the_exp_domain_only():
+    from robustviz.methods.clustr import score_gradient_norms
+    from robustviz.viz import plot_gradient_norms
+
+    head = ClusterHead(4, 2, clusters_per_class=1)
+    head.set_clusters(torch.tensor([[0.0, 0, 0, 0], [3.0, 0, 0, 0]]), torch.tensor([0, 1]), 0.5)
+    widths = [0.5, 8, 256, 512]  # beyond ~87 widths from both centres at the last two
+    norms = score_gradient_norms(head, widths, label=0, seed=0)
+    paper, log_domain = norms["paper scores (exp domain)"], norms["log-domain scores"]
+    assert paper[0] > 0 and paper[2] == paper[3] == 0.0  # every float32 kernel underflows past ~87 widths
+    assert all(v > 0 for v in log_domain)
+    assert len(plot_gradient_norms(widths, norms).axes[0].lines) == 2

@@ -182,6 +182,37 @@ class PaperScores(nn.Module):
         return self.model.head.paper_scores(self.model.features(x), self.all_centres)
 
 
+def score_gradient_norms(head: ClusterHead, widths, label: int = 0, seed: int = 0) -> dict[str, list[float]]:
+    """Why the paper's evaluation stalls: the attack gradient far from the centres (pitfall 8).
+
+    A feature vector is moved from the first centre of class ``label`` along a random unit
+    direction to squared distance ``d^2 = 2 sigma^2 w`` for each ``w`` in ``widths`` (the
+    distance "in cluster widths", the exponent of the kernel). At each point, the norm of the
+    gradient of cross-entropy with respect to the features is measured for the paper's
+    normalised exp-domain scores and for robustviz's log-domain scores. Past ``w ~ 87`` every
+    float32 kernel underflows to 0 and the exp-domain gradient is exactly 0.
+
+    Returns:
+        ``{"paper scores (exp domain)": [norm per width], "log-domain scores": [...]}``.
+
+    Example:
+        >>> norms = score_gradient_norms(model.head, [1, 32, 100])  # doctest: +SKIP
+    """
+    centre = head.centres[head.centre_labels == label][0]
+    generator = torch.Generator().manual_seed(seed)
+    direction = nn.functional.normalize(torch.randn(centre.shape, generator=generator), dim=0).to(centre)
+    target = torch.tensor([label], device=centre.device)
+    norms: dict[str, list[float]] = {"paper scores (exp domain)": [], "log-domain scores": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the underflow is what is being shown
+        for width in widths:
+            z = (centre + direction * (2 * head.variance * float(width)).sqrt())[None].requires_grad_()
+            for name, scores in zip(norms, (head.paper_scores(z), head(z))):
+                loss = nn.functional.cross_entropy(scores, target)
+                norms[name].append(float(torch.autograd.grad(loss, z)[0].norm()))
+    return norms
+
+
 # ---- training --------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | ``geometry`` | ``plot_prototype_geometry``, ``prototype_angles`` |
 | ``separation`` | ``separation_metrics``, ``margins``, ``plot_separation`` |
 | ``divergence`` | ``layerwise_divergence``, ``plot_layer_divergence`` (ADR's motivation) |
-| ``landscape`` | ``plot_loss_along_fgsm``, ``plot_loss_landscape`` |
+| ``landscape`` | ``plot_loss_along_fgsm``, ``plot_loss_landscape``, ``plot_gradient_norms`` |
 | ``complement`` | ``plot_complement_entropy`` (GCE) |
 | ``training_plots`` | ``plot_training_curves`` |
 | ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy`` |
@@ -30,7 +30,13 @@ from .embedding_plots import feature_centres, plot_embedding, plot_feature_space
 from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explorer, precompute, prototype_explorer
 from .extraction import Features, extract, features_of, layer_names
 from .geometry import plot_prototype_geometry, prototype_angles
-from .landscape import loss_along_fgsm, loss_landscape, plot_loss_along_fgsm, plot_loss_landscape
+from .landscape import (
+    loss_along_fgsm,
+    loss_landscape,
+    plot_gradient_norms,
+    plot_loss_along_fgsm,
+    plot_loss_landscape,
+)
 from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder
 from .projection import PROJECTION_METHODS, Projection, clear_projection_cache, map_trustworthiness, project
 from .separation import margins, plot_separation, separation_metrics
@@ -42,7 +48,7 @@ __all__ = [
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
     "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",
-    "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",
+    "plot_gradient_norms", "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",
     "plot_training_curves", "precompute", "project", "prototype_angles", "prototype_explorer",
     "separation_metrics",
 ]

@@ -106,3 +106,20 @@ def plot_loss_landscape(model: nn.Module, x: torch.Tensor, y: torch.Tensor | int
     ax.legend(fontsize="x-small", loc="upper left")
     ax.set_title(title or "Loss landscape around one input")
     return fig
+
+
+def plot_gradient_norms(widths, norms: dict[str, list[float]], floor: float = 1e-12) -> Figure:
+    """Gradient norm against distance, log-log, one line per score view (e.g. from
+    ``robustviz.methods.clustr.score_gradient_norms``); zeros are drawn at ``floor``.
+
+    Example:
+        >>> fig = plot_gradient_norms(widths, score_gradient_norms(model.head, widths))  # doctest: +SKIP
+    """
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for name, values in norms.items():
+        ax.plot(list(widths), [max(v, floor) for v in values], "o-", label=name)
+    ax.set(xscale="log", yscale="log", xlabel="distance to the centre, d^2 / 2 sigma^2",
+           ylabel=f"||gradient|| (0 drawn at {floor:g})")
+    ax.legend()
+    return fig
