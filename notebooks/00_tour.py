@@ -56,7 +56,6 @@ N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
 # %%
 # %matplotlib inline
 import torch
-from matplotlib.figure import Figure
 
 from robustviz import methods, models, runs, viz
 from robustviz.attacks import fgsm, pgd
@@ -93,12 +92,7 @@ print("training images:", tuple(x_all.shape), x_all.dtype, "with values in", [fl
 print("classes:", bundle.classes, "| the dataset's conventional budget eps =", bundle.eps)
 
 # %% tags=["plot"]
-fig = Figure(figsize=(10, 1.6), layout="constrained")
-for ax, image, label in zip(fig.subplots(1, 10), bundle.test.x[:10], bundle.test.y[:10]):
-    ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-    ax.set_title(bundle.classes[label], fontsize="small")
-    ax.axis("off")
-fig
+viz.plot_image_grid({"test": bundle.test.x[:10]}, {"test": bundle.test.y[:10]}, bundle.classes)
 
 # %% [markdown]
 # ## 3. Models: one contract

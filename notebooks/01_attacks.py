@@ -53,7 +53,6 @@ EPS = 0.3  # the attack budget in [0, 1] pixel units (MNIST's conventional L-inf
 # %%
 # %matplotlib inline
 import torch
-from matplotlib.figure import Figure
 
 from robustviz import runs, viz
 from robustviz.attacks import fgsm, pgd
@@ -95,14 +94,8 @@ for name, images in [("clean", x), ("FGSM", x_fgsm), ("PGD-20", x_pgd)]:
     print(f"{name:>7}: predicted {predict(model, images).tolist()}  (true {y.tolist()})")
 
 # %% tags=["plot"]
-fig = Figure(figsize=(10, 4.2), layout="constrained")
-axes = fig.subplots(3, 8)
-for row, (name, images) in enumerate([("clean", x), ("FGSM", x_fgsm), ("PGD-20", x_pgd)]):
-    for ax, image, label in zip(axes[row], images, predict(model, images)):
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{name}: {int(label)}", fontsize="small")
-        ax.axis("off")
-fig
+rows = {"clean": x, "FGSM": x_fgsm, "PGD-20": x_pgd}
+viz.plot_image_grid(rows, {name: predict(model, images) for name, images in rows.items()})
 
 # %% [markdown]
 # ## 2. Is the loss linear inside the ball?

@@ -410,3 +410,12 @@ def test_prototype_explorer_in_3d(drp_3d, small_mnist):
     after = np.array(ex.artists.adversarial._offsets3d)
     assert before.shape == after.shape == (3, 60) and not np.allclose(before, after)
     np.testing.assert_allclose(after, np.array(ex.artists.clean._offsets3d))
+
+
+def test_image_grid_shows_grey_and_colour_images_with_their_labels():
+    grey, colour = torch.rand(4, 1, 8, 8), torch.rand(4, 3, 8, 8)
+    fig = viz.plot_image_grid({"clean": grey, "PGD": grey}, {"PGD": torch.tensor([1, 0, 1, 1])}, ["cat", "dog"])
+    assert len(fig.axes) == 2 * 4 and fig.axes[0].get_title() == "" and fig.axes[4].get_title() == "PGD: dog"
+    assert viz.plot_image_grid({"rgb": colour}, columns=2).axes[0].images[0].get_array().shape == (8, 8, 3)
+    with pytest.raises(ValueError, match="expected images"):
+        viz.plot_image_grid({"flat": torch.rand(4, 64)})

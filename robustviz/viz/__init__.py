@@ -15,6 +15,7 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | ``landscape`` | ``plot_loss_along_fgsm``, ``plot_loss_landscape``, ``plot_gradient_norms`` |
 | ``complement`` | ``plot_complement_entropy`` (GCE) |
 | ``training_plots`` | ``plot_training_curves`` |
+| ``images`` | ``plot_image_grid`` (clean and adversarial inputs with labels or predictions) |
 | ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy`` |
 | ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets) |
 
@@ -30,6 +31,7 @@ from .embedding_plots import feature_centres, plot_embedding, plot_feature_space
 from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explorer, precompute, prototype_explorer
 from .extraction import Features, extract, features_of, layer_names
 from .geometry import plot_prototype_geometry, prototype_angles
+from .images import plot_image_grid
 from .landscape import (
     loss_along_fgsm,
     loss_landscape,
@@ -47,6 +49,7 @@ __all__ = [
     "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
+    "plot_image_grid",
     "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",
     "plot_gradient_norms", "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",
     "plot_training_curves", "precompute", "project", "prototype_angles", "prototype_explorer",
