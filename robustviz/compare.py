@@ -139,9 +139,10 @@ def ladder_table(rows: list[dict]) -> list[str]:
         "",
         "Accuracy in percent under each attack on its own; *verified* is the per-sample worst case over "
         "all of them (a sample counts only if it survived every attack); *gap* is PGD-20 minus verified, "
-        "the robustness that PGD-20 alone would have over-reported. `adaptive` is margin PGD on every view "
-        "of the method's own decision rule (for ClusTR also the hard nearest-centre rule); AutoAttack "
-        "`fast` is APGD-CE + APGD-T (no FAB-T, no Square), `standard` the full RobustBench ensemble.",
+        "the robustness that PGD-20 alone would have over-reported. `adaptive` is margin and cross-entropy "
+        "PGD on every view of the method's own decision rule (for ClusTR also the hard nearest-centre "
+        "rule); AutoAttack `fast` is APGD-CE + APGD-T (no FAB-T, no Square), `standard` the full "
+        "RobustBench ensemble. *seconds* is the time of the whole ladder for that model.",
         "",
         "| method | clean | " + " | ".join(attacks) + " | verified | gap | seconds |",
         "|" + "---|" * (len(attacks) + 5),

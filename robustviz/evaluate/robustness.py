@@ -37,7 +37,7 @@ def make_attack(spec: str, eps: float, seed: int = 0) -> Attack:
     ``"fgsm"``, ``"rfgsm"``; ``"bim-K"``, ``"mifgsm-K"`` (K steps); ``"pgd-K"``, ``"pgd-KxR"``
     (R restarts) with suffixes ``-margin`` (CW loss), ``-dlr`` (DLR loss), ``-l2`` (L2 ball),
     e.g. ``"pgd-100x5-margin"``; ``"mt-pgd-K"`` (multi-targeted, every wrong class);
-    ``"adaptive-KxR"`` (margin PGD on every view of the model's decision rule);
+    ``"adaptive-KxR"`` (margin and cross-entropy PGD on every view of the model's decision rule);
     ``"autoattack"`` (standard), ``"autoattack-fast"``, ``"autoattack-rand"`` (``-l2`` for L2).
     Iterative attacks use ``early_stop=True`` (an evaluation only needs to know whether a
     sample breaks) and ``seed``.
