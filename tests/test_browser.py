@@ -100,6 +100,7 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a copy of the explorer notebook: ``(base url, token)``."""
+    browser_or_skip()  # before starting anything
     work = tmp_path_factory.mktemp("lab")
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
     port, token = free_port(), secrets.token_hex(16)
