@@ -41,8 +41,7 @@ def check_eps(eps: float, name: str = "eps", norm: str = "linf", dim: int | None
 
     An L-inf budget above 1 covers the whole [0, 1] box, so it is almost surely in 0-255
     units. An L2 budget may exceed 1 (MNIST's usual L2 budget is 2.0), but not the diagonal
-    of the box, ``sqrt(dim)`` for ``dim`` pixel values per sample; without ``dim`` it must be
-    at most 255 ** 0.5 ~ 16 (the diagonal of a 16 x 16 grey image).
+    of the box, ``sqrt(dim)`` for ``dim`` pixel values per sample (unchecked without ``dim``).
 
     Args:
         norm: ``"linf"`` or ``"l2"``.
@@ -58,7 +57,7 @@ def check_eps(eps: float, name: str = "eps", norm: str = "linf", dim: int | None
     if eps < 0:
         raise ValueError(f"{name} must be >= 0, got {eps}")
     if norm == "l2":
-        largest = dim ** 0.5 if dim else 255 ** 0.5
+        largest = dim ** 0.5 if dim else float("inf")
         if eps > largest:
             raise ValueError(
                 f"L2 {name}={eps:g} is larger than the diagonal of the [0, 1] box ({largest:.4g}); robustviz "
