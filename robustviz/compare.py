@@ -55,9 +55,9 @@ def compare(
     attack ladder at the largest eps on the first ``ladder_n`` of those images (cached too).
 
     Returns one row per method: ``{"method", "report", "train_seconds", "epochs", "seed",
-    "history", "ladder"}``, where ``train_seconds`` is the sum of the per-epoch times recorded
-    in the history (training plus the per-epoch held-out monitoring) and ``ladder`` is a
-    ``LadderReport`` or ``None``.
+    "history", "config", "ladder"}``, where ``train_seconds`` is the sum of the per-epoch times
+    recorded in the history (training plus the per-epoch held-out monitoring), ``config`` the
+    recipe's ``TrainConfig`` and ``ladder`` a ``LadderReport`` or ``None``.
     """
     keys = list(method_keys) if method_keys else list(methods.RECIPES)
     bundle = load(dataset, seed=seed)
@@ -86,7 +86,7 @@ def compare(
                 ladder_cache.write_text(json.dumps(climbed.to_dict(), indent=1))
         rows.append({"method": key, "report": report, "seed": seed, "epochs": len(history),
                      "train_seconds": sum(r["seconds"] for r in history.records), "history": history,
-                     "ladder": climbed})
+                     "config": methods.get(key).config(bundle.family, profile), "ladder": climbed})
     return rows
 
 
@@ -96,7 +96,7 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
     budgets = list(first.results)
     attacks = [a for a in first.results[budgets[0]] if a != "worst case"]
     header = ["method", "clean"] + [f"{a} {b:g}" for b in budgets for a in attacks]
-    header += ["train time", "epochs", "loss first -> last epoch", "seed"]
+    header += ["inputs", "train time", "epochs", "loss first -> last epoch", "seed"]
     lines = [
         f"# Results: every recipe on {dataset}, `{profile}` profile",
         "",
@@ -104,23 +104,59 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
         f"{platform.machine()} CPU, {torch.get_num_threads()} threads). Accuracy in percent on "
         f"{first.n} stratified test images; eps in [0, 1] pixel units (L-inf); robust accuracy "
         "counts a sample only if it is classified correctly both clean and attacked. Train time "
-        "is the sum of the per-epoch wall-clock times, including each epoch's held-out monitoring.",
+        "is the sum of the per-epoch wall-clock times, including each epoch's held-out monitoring. "
+        "*inputs*: what the network sees, raw [0, 1] pixels or pixels normalised with the dataset's mean/std "
+        "(each recipe as its source code did); *epochs*: trained epochs, and the epoch kept where the recipe "
+        "selects its best epoch on held-out data.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
+    footnotes: list[str] = []
     for row in rows:
         report: RobustnessReport = row["report"]
-        cells = [row["method"], f"{100 * report.clean_acc:.1f}"]
+        notes = _epoch_notes(row.get("history"))
+        marks = "".join(f" [{len(footnotes) + i + 1}]" for i in range(len(notes)))
+        footnotes += [f"[{len(footnotes) + i + 1}] {row['method']}: {text}" for i, text in enumerate(notes.values())]
+        cells = [row["method"] + marks, f"{100 * report.clean_acc:.1f}"]
         cells += [f"{100 * report.results[b][a]:.1f}" for b in budgets for a in attacks]
-        cells += [f"{row['train_seconds']:.0f} s", str(row["epochs"]), _loss_trend(row.get("history")),
-                  str(row["seed"])]
+        cells += [_inputs(row.get("config")), f"{row['train_seconds']:.0f} s", _epochs(row),
+                  _loss_trend(row.get("history")), str(row["seed"])]
         lines.append("| " + " | ".join(cells) + " |")
+    if footnotes:
+        lines += ["", *footnotes]
     ladders = [row for row in rows if row.get("ladder") is not None]
     if ladders:
         lines += ["", *ladder_table(ladders)]
     lines += ["", f"Written {time.strftime('%Y-%m-%d')}. These are the numbers this run measured."]
     return "\n".join(lines) + "\n"
+
+
+def _inputs(config) -> str:
+    if config is None:
+        return ""
+    return "raw" if config.input_norm == "none" else "mean/std"
+
+
+def _epochs(row: dict) -> str:
+    history = row.get("history")
+    kept = history.last.get("rolled_back_to_epoch") if history is not None and len(history) else None
+    return f"{row['epochs']} (kept {kept})" if kept else str(row["epochs"])
+
+
+def _epoch_notes(history) -> dict[str, str]:
+    """``{code: footnote}`` for every note the method left in ``history`` (``Method.epoch_notes``):
+    in how many epochs it applied, then the first epoch's sentence."""
+    if history is None:
+        return {}
+    epochs: dict[str, list[int]] = {}
+    first: dict[str, str] = {}
+    for record in history.records:
+        for code, sentence in record.get("notes", {}).items():
+            epochs.setdefault(code, []).append(record.get("epoch"))
+            first.setdefault(code, sentence)
+    return {code: f"{code} in {len(found)} of {len(history)} epochs ({', '.join(map(str, found))}). {first[code]}"
+            for code, found in epochs.items()}
 
 
 def _loss_trend(history) -> str:

@@ -24,6 +24,7 @@ from robustviz.losses.adr import (
     vat_consistency,
 )
 from robustviz.losses.trades import kl_per_sample
+from robustviz.methods import Batch
 from robustviz.methods.adr import ADR, RECIPES
 from robustviz.methods.standard import AdversarialTraining
 from robustviz.methods.trades import TRADES
@@ -268,9 +269,9 @@ def test_all_lambdas_zero_gives_exactly_the_pgd_at_loss(lenet, tiny_mnist):
     adr = ADR(eps=0.3, steps=3, step_size=0.1, **zero_lambdas())
     madry = AdversarialTraining(eps=0.3, steps=3, step_size=0.1, clean_weight=0.5)
     torch.manual_seed(5)
-    out = adr.loss(lenet, x, y)
+    out = adr.loss(lenet, Batch(x, y))
     torch.manual_seed(5)
-    reference = madry.loss(lenet, x, y)
+    reference = madry.loss(lenet, Batch(x, y))
     assert torch.equal(out.loss, reference.loss)
     assert torch.equal(out.scores, reference.scores)  # adversarial scores, like pgd_at
     assert torch.equal(out.terms["adv_ce"], reference.terms["adv_ce"])
@@ -281,9 +282,9 @@ def test_all_lambdas_zero_gives_exactly_the_trades_loss(lenet, tiny_mnist):
     adr = ADR(eps=0.3, base="trades", steps=3, step_size=0.1, **zero_lambdas())
     trades = TRADES(eps=0.3, steps=3, step_size=0.1, beta=6.0)
     torch.manual_seed(5)
-    out = adr.loss(lenet, x, y)
+    out = adr.loss(lenet, Batch(x, y))
     torch.manual_seed(5)
-    reference = trades.loss(lenet, x, y)
+    reference = trades.loss(lenet, Batch(x, y))
     assert torch.equal(out.loss, reference.loss)
     assert torch.equal(out.terms["kl"], reference.terms["kl"])
 
@@ -291,7 +292,7 @@ def test_all_lambdas_zero_gives_exactly_the_trades_loss(lenet, tiny_mnist):
 def test_method_loss_is_base_plus_weighted_terms(lenet, tiny_mnist):
     x, y = tiny_mnist.train.x[:32], tiny_mnist.train.y[:32]
     method = ADR(eps=0.3, steps=2, step_size=0.1, alpha=0.3, beta=0.7, lambda_gs=0.5)
-    out = method.loss(lenet, x, y)
+    out = method.loss(lenet, Batch(x, y))
     t = out.terms
     expected = (0.3 * t["clean_ce"] + 0.7 * t["adv_ce"] + t["lc"] + t["gc"] + t["ent"] + t["vat"]
                 + 0.5 * t["gs"])
@@ -305,7 +306,7 @@ def test_method_loss_is_base_plus_weighted_terms(lenet, tiny_mnist):
 def test_no_attack_gives_zero_local_compactness_and_vat_equal_to_clean_entropy(lenet, tiny_mnist):
     x, y = tiny_mnist.train.x[:32], tiny_mnist.train.y[:32]
     method = ADR(eps=0.3, steps=0, random_start=False)  # x_adv = x
-    out = method.loss(lenet, x, y)
+    out = method.loss(lenet, Batch(x, y))
     assert out.terms["lc"] == 0
     with torch.no_grad():
         clean_entropy = entropy(lenet(x)).mean()
@@ -326,7 +327,8 @@ def test_bad_method_settings_are_rejected():
 def test_recipe_defaults():
     mnist_full = RECIPE.config("mnist", "full")
     assert (mnist_full.model, mnist_full.epochs, mnist_full.optimizer, mnist_full.lr) == ("smallcnn", 100, "sgd", 0.01)
-    assert mnist_full.milestones == (55, 75, 90) and mnist_full.method_kwargs == dict(steps=40, step_size=0.01)
+    assert mnist_full.milestones == (55, 75, 90) and mnist_full.method_kwargs == dict(
+        steps=40, step_size=0.01, alpha=1.0, beta=1.0, attack_bn="eval")  # the PyTorch port's settings
     cifar_full = RECIPE.config("cifar", "full")
     assert cifar_full.model == "wrn34_10" and cifar_full.method_kwargs["step_size"] == 2 / 255
     method = RECIPE.build_method(cifar_full, default_eps=8 / 255)
@@ -356,13 +358,13 @@ def test_one_step_on_toy_data_lowers_the_loss_and_keeps_terms_finite():
     assert model.features(x).shape == (128, 2)  # the 2-d latent layer of the authors' Toy2D net
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     torch.manual_seed(0)
-    before = method.loss(model, x, y)
+    before = method.loss(model, Batch(x, y))
     assert all(torch.isfinite(v) for v in before.terms.values())
     optimizer.zero_grad()
     before.loss.backward()
     optimizer.step()
     torch.manual_seed(0)
-    after = method.loss(model, x, y)
+    after = method.loss(model, Batch(x, y))
     assert after.loss < before.loss
 
 
@@ -378,7 +380,7 @@ class FeatureNet(nn.Module):
 def test_method_needs_features_and_head():
     x, y = torch.rand(4, 1, 2, 2), torch.tensor([0, 1, 2, 0])
     with pytest.raises(TypeError, match="features"):
-        ADR(eps=0.1, steps=1).loss(FeatureNet(), x, y)
+        ADR(eps=0.1, steps=1).loss(FeatureNet(), Batch(x, y))
 
 
 @pytest.mark.parametrize("base", ["pgd_at", "trades"])

@@ -24,6 +24,7 @@ from robustviz.evaluate.certificate import (
     nearest_centre_class,
 )
 from robustviz.losses.magnet import MagnetLoss, magnet_loss, qtrades_consistency
+from robustviz.methods import Batch
 from robustviz.methods.cluster_index import (
     ClusterIndex,
     build_cluster_index,
@@ -512,7 +513,7 @@ def test_qtrades_with_zero_lambda_gives_the_clustr_gradients():
     grads = []
     for method in (plain, qtrades):
         model.zero_grad()
-        method.loss(model, train.x, train.y).loss.backward()
+        method.loss(model, Batch(train.x, train.y)).loss.backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         assert torch.equal(a, b)
@@ -539,20 +540,24 @@ def test_batches_are_neighbourhoods_and_losses_are_written_back():
     torch.manual_seed(0)
     batches = list(method.batches(loader, epoch=0))
     assert len(batches) == len(loader) == 4
-    x, y = batches[-1]
+    batch = batches[-1]
+    x, y = batch.x, batch.y
     assert x.shape == (24, 2) and method.example_losses.isnan().all()
-    out = method.loss(model, x, y)  # the last drawn batch: its examples now carry their losses
-    indices = (x[:, None, :] == train.x[None]).all(-1).float().argmax(1)  # the rows of train it took
-    assert torch.equal(train.x[indices], x)
-    groups = torch.unique_consecutive(method.index.assignments[indices], return_inverse=True)[1]
+    assert torch.equal(train.x[batch.index], x) and torch.equal(train.y[batch.index], y)
+    out = method.loss(model, batch)
+    assert method.example_losses.isnan().all()  # loss() keeps no state: nothing recorded yet
+    groups = torch.unique_consecutive(method.index.assignments[batch.index], return_inverse=True)[1]
     expected = magnet_loss(model.features(x), groups, y, alpha=method.alpha)
     assert torch.allclose(out.loss, expected.loss)
+    assert torch.allclose(method.loss(model, batch).loss, out.loss)  # a second call gives the same
+    method.observe(batch, out)  # the batch's examples now carry their losses
     observed = ~method.example_losses.isnan()
     assert int(observed.sum()) == 24
-    assert torch.allclose(method.example_losses[indices], expected.per_example.detach())
-    # A batch that batches() did not draw is grouped by nearest centre and writes nothing back.
+    assert torch.allclose(method.example_losses[batch.index], expected.per_example.detach())
+    # A batch without index/groups is grouped by nearest centre and writes nothing back.
     before = method.example_losses.clone()
-    method.loss(model, train.x[:30], train.y[:30])
+    plain = Batch(train.x[:30], train.y[:30])
+    method.observe(plain, method.loss(model, plain))
     assert torch.equal(before.isnan(), method.example_losses.isnan())
 
 
@@ -562,8 +567,8 @@ def test_refresh_after_an_epoch_moves_the_centres():
     before = model.head.centres.clone()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(0)
-    for x, y in method.batches(BatchIterator(train, batch_size=24, seed=0), epoch=0):
-        out = method.loss(model, x, y)
+    for batch in method.batches(BatchIterator(train, batch_size=24, seed=0), epoch=0):
+        out = method.loss(model, batch)
         optimiser.zero_grad()
         out.loss.backward()
         optimiser.step()
@@ -652,7 +657,8 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_mnist, tmp_path, monkeypatc
 def test_recipes_follow_the_paper_on_cifar_and_fit_a_cpu_on_mnist():
     full = CLUSTR.config("cifar", "full")
     kwargs = full.method_kwargs
-    assert (full.model, full.optimizer, full.lr, full.epochs, full.batch_size) == ("resnet18", "adam", 1e-4, 30, 240)
+    assert (full.model, full.optimizer, full.lr, full.batch_size) == ("resnet18", "adam", 1e-4, 240)
+    assert full.epochs - kwargs["pretrain_epochs"] == 30  # the paper's 30 Magnet epochs after the warm start
     assert (kwargs["clusters_per_class"], kwargs["clusters_per_batch"], kwargs["examples_per_cluster"]) == (2, 12, 20)
     assert (kwargs["alpha"], kwargs["top_l"]) == (12.5, 20)
     qt = CLUSTR_QTRADES.config("cifar", "full")

@@ -10,7 +10,7 @@ from robustviz.models import Normalize
 
 IMAGE_ARCHS = [name for name in models.ARCHITECTURES if name != "mlp"]
 NATURAL_DIM = {"smallcnn": 200, "lenet5": 84, "lenet_plus": 1024, "resnet18": 512, "preact_resnet18": 512,
-               "wrn28_10": 640, "wrn34_10": 640}
+               "wrn28_10": 640, "wrn34_10": 640, "wrn28_10_satrx": 640}
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])

@@ -21,7 +21,7 @@ from robustviz.losses.singlestep import (
     sat_r2_loss,
     sat_r3_loss,
 )
-from robustviz.methods import AdversarialTraining
+from robustviz.methods import AdversarialTraining, Batch
 from robustviz.methods.singlestep import (
     RECIPES,
     SATR1,
@@ -35,7 +35,7 @@ from robustviz.methods.singlestep import (
     sat_r3_samples,
     step_milestones,
 )
-from robustviz.train import fit, make_schedule
+from robustviz.train import fit, input_statistics, make_schedule
 
 RECIPE = {recipe.key: recipe for recipe in RECIPES}
 
@@ -344,7 +344,7 @@ def test_linear_model_ifgsm_equals_fgsm_and_r1_is_zero():
     x_fgsm = fgsm_sample(model, x, y, eps)
     assert torch.equal(ifgsm_sample(model, x, y, eps, steps=4), x_fgsm)
     assert torch.equal((x_fgsm - x).abs(), torch.full_like(x, eps))  # no clipping happened
-    out = SATR1(eps=eps, steps=4, lam=0.2).loss(model, x, y)
+    out = SATR1(eps=eps, steps=4, lam=0.2).loss(model, Batch(x, y))
     assert float(out.terms["r1"]) == pytest.approx(0.0, abs=1e-24)
     assert out.loss.item() == pytest.approx(out.terms["fgsm_ce"].item(), rel=1e-12)
 
@@ -406,7 +406,7 @@ def one_sgd_step(model: nn.Module, method, x, y, seed: int = 0) -> torch.Tensor:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model.train()
     torch.manual_seed(seed)
-    out = method.loss(model, x, y)
+    out = method.loss(model, Batch(x, y))
     optimizer.zero_grad()
     out.loss.backward()
     optimizer.step()
@@ -443,7 +443,7 @@ def test_r3_lambda_zero_is_random_step_plus_fgsm_at_eps_hi(lenet, mnist_batch):
     method = SATR3(eps=0.3, eps_lo=0.1, alpha=0.01, lam=0.0, tau=0.4)
     lenet.train()
     torch.manual_seed(0)
-    out = method.loss(lenet, x, y)
+    out = method.loss(lenet, Batch(x, y))
     torch.manual_seed(0)
     _, x_hi = sat_r3_samples(lenet, x, y, 0.1, 0.3, 0.01)
     assert out.loss.item() == pytest.approx(F.cross_entropy(lenet(x_hi), y).item(), rel=1e-5)
@@ -457,7 +457,7 @@ def test_r3_lambda_zero_is_random_step_plus_fgsm_at_eps_hi(lenet, mnist_batch):
 def test_one_train_forward_on_constant_adversarial_inputs(bn_net, images, method, rows):
     x, y = images
     model = Recorder(bn_net).train()
-    out = method.loss(model, x, y)
+    out = method.loss(model, Batch(x, y))
     train_calls = [call for call in model.calls if call[0]]
     assert train_calls == [(True, rows(len(y)), False)]  # one pass, inputs carry no grad
     assert all(requires_grad for training, _, requires_grad in model.calls if not training)
@@ -473,7 +473,7 @@ def test_no_second_order_graph(lenet, mnist_batch, method):
     """The loss graph holds one forward pass of the network and no backward-of-backward node."""
     x, y = mnist_batch
     lenet.train()
-    out = method.loss(lenet, x, y)
+    out = method.loss(lenet, Batch(x, y))
     names = graph_node_names(out.loss)
     assert sum("Convolution" in name for name in names) == 2  # LeNet+ has two conv layers
     assert not any("BackwardBackward" in name for name in names)
@@ -527,7 +527,7 @@ def test_generation_keeps_modes_and_batchnorm_statistics(bn_net, images):
     assert bn_net.training and bn_net.bn.training and bn_net.conv.training and not bn_net.drop.training
     for key, value in bn_net.bn.state_dict().items():
         assert torch.equal(value, stats[key]), key
-    SATR2(eps=0.1, alpha=0.02, lam=5.0).loss(bn_net, x, y)
+    SATR2(eps=0.1, alpha=0.02, lam=5.0).loss(bn_net, Batch(x, y))
     assert int(bn_net.bn.num_batches_tracked) == int(stats["num_batches_tracked"]) + 1  # the update pass only
 
 
@@ -541,7 +541,7 @@ def test_same_seed_same_samples_and_losses(lenet, mnist_batch, make):
     runs = []
     for _ in range(2):
         torch.manual_seed(123)
-        out = make().loss(lenet, x, y)
+        out = make().loss(lenet, Batch(x, y))
         runs.append((out.loss.item(), {k: float(v) for k, v in out.terms.items()}))
     assert runs[0] == runs[1]
     first, second = (sat_r2_samples(lenet, x, y, 0.3, 0.01, generator=seeded(9)) for _ in range(2))
@@ -581,7 +581,7 @@ def test_recipes_hold_the_authors_settings():
         assert (mnist.weight_decay, mnist.momentum, mnist.gamma, mnist.milestones) == (5e-4, 0.9, 0.2, (6, 11, 16))
         cifar = RECIPE[key].config("cifar", "full")
         assert (cifar.model, cifar.batch_size, cifar.epochs, cifar.lr, cifar.augment) == (
-            "wrn28_10", 64, 100, 0.1, "crop_flip")
+            "wrn28_10_satrx", 64, 100, 0.1, "crop_flip")
         assert cifar.milestones == (26, 51, 76) and cifar.schedule == "multistep"
     r1 = RECIPE["sat_r1"].build_method(RECIPE["sat_r1"].config("mnist", "full"), 0.3)
     assert (r1.eps, r1.steps, r1.lam, r1.n_multistep) == (0.3, 10, 0.2, 1)
@@ -597,7 +597,8 @@ def test_recipes_hold_the_authors_settings():
 
 def build_for(recipe, bundle):
     config = recipe.config(bundle.family, "quick")
-    return models.build(config.model, 10, 1, mean=bundle.mean, std=bundle.std, seed=0)
+    mean, std = input_statistics(config, bundle)
+    return models.build(config.model, 10, 1, mean=mean, std=std, seed=0)
 
 
 @pytest.mark.parametrize("key, terms", [

@@ -12,6 +12,7 @@ from torch import nn
 from robustviz import data, models
 from robustviz.attacks.trades import TradesAttack, trades_attack
 from robustviz.losses.trades import TradesLoss, kl_per_sample, trades_kl, trades_loss
+from robustviz.methods import Batch
 from robustviz.methods.trades import RECIPES, TRADES
 from robustviz.train import fit
 
@@ -181,7 +182,7 @@ def test_method_loss_is_trades_loss_on_its_own_attack():
     x, y = batch()
     method = TRADES(eps=0.1, steps=3, beta=6.0)
     torch.manual_seed(3)
-    out = method.loss(model, x, y)
+    out = method.loss(model, Batch(x, y))
     torch.manual_seed(3)
     x_adv = trades_attack(model, x, y, 0.1, steps=3, step_size=2.5 * 0.1 / 3)
     expected = trades_loss(model(x), model(x_adv), y, beta=6.0)

@@ -9,7 +9,7 @@ updated) and restore the caller's mode; return ``x_adv`` inside the eps-ball and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -30,6 +30,39 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+ATTACK_BN_MODES = ("eval", "train")
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """BatchNorm layers normalise with the statistics of the batch at hand, as in train mode,
+    while their running statistics stay untouched, even inside ``eval_mode``.
+
+    For training-time attacks crafted "in train mode" as some papers' code does (Wong et al.,
+    Rice et al., ClusTR's QTRADES), without the side effect of that code: its crafting
+    passes also moved the running statistics. Nothing else changes (dropout stays as the
+    attack sets it). The running statistics are put back on exit.
+    """
+    saved = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            saved.append((module, module.running_mean, module.running_var))
+            module.running_mean, module.running_var = None, None
+    try:
+        yield model
+    finally:
+        for module, mean, var in saved:
+            module.running_mean, module.running_var = mean, var
+
+
+def crafting_batchnorm(model: nn.Module, attack_bn: str) -> AbstractContextManager:
+    """The BatchNorm mode of a training-time attack: ``"eval"`` (running statistics, the
+    attack contract) or ``"train"`` (batch statistics, ``batch_statistics``)."""
+    if attack_bn not in ATTACK_BN_MODES:
+        raise ValueError(f"attack_bn must be one of {ATTACK_BN_MODES}, got {attack_bn!r}")
+    return batch_statistics(model) if attack_bn == "train" else nullcontext(model)
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:

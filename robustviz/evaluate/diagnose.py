@@ -138,10 +138,15 @@ def diagnoses_table(diagnoses: dict[str, Diagnosis]) -> str:
     flags = list(next(iter(diagnoses.values())).flags)
     lines = ["| flag | " + " | ".join(diagnoses) + " |", "|---|" + "---|" * len(diagnoses)]
     for flag in flags:
-        cells = [("**RAISED** " if d.flags[flag].raised else "") + f"{d.flags[flag].value:.2f}"
-                 for d in diagnoses.values()]
+        cells = [_cell(d.flags[flag]) for d in diagnoses.values()]
         lines.append(f"| {flag} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(flag: Flag) -> str:
+    if math.isnan(flag.value):
+        return "not measured"
+    return ("**RAISED** " if flag.raised else "") + f"{flag.value:.2f}"
 
 
 def diagnose(
@@ -168,7 +173,8 @@ def diagnose(
       ``x + t sign(grad)``, ``t`` in ``0..eps`` (11 points), drops by more than 1% of its range
       between two points, ``> 0.25``.
     * ``low_local_linearity``: mean cosine between the input gradients at ``x`` and at a
-      uniform random point of the eps-ball, ``< 0.2``.
+      uniform random point of the eps-ball, ``< 0.2``; not measured (NaN, never raised) when
+      no sample has a non-zero gradient at both points.
     * ``zero_gradients``: share of samples whose input gradient is exactly zero, ``> 0.05``.
     * ``more_steps_still_help``: PGD-20 robust accuracy minus the worst case of PGD-20 and
       PGD-``steps`` x ``restarts`` (``strong_attack``), ``> 0.05``.
@@ -241,7 +247,8 @@ def diagnose(
     add("loss_not_monotone_along_fgsm", m["non_monotone_share"], 0.25)
     cosine, zero_share = _gradient_alignment(model, x, y, eps, seed)
     m["gradient_cosine"], m["zero_gradient_share"] = cosine, zero_share
-    add("low_local_linearity", cosine, 0.2, above=False)
+    add("low_local_linearity", cosine, 0.2, above=False,
+        detail="no sample had a non-zero input gradient at both points" if math.isnan(cosine) else "")
     add("zero_gradients", zero_share, 0.05)
     add("more_steps_still_help", m["pgd20_robust_acc"] - m["strong_pgd_worst_case"], 0.05,
         detail=f"(PGD-20 {m['pgd20_robust_acc']:.3f} vs worst case with PGD-{steps}x{restarts} "
@@ -299,7 +306,9 @@ def _non_monotone_share(model, x, y, eps, points: int = 11, tolerance: float = 0
 
 
 def _gradient_alignment(model, x, y, eps, seed) -> tuple[float, float]:
-    """Mean cosine of the input gradients at ``x`` and at ``x + eta`` (eta uniform in the ball), zero share."""
+    """Mean cosine of the input gradients at ``x`` and at ``x + eta`` (eta uniform in the ball), and the
+    share of samples whose gradient at ``x`` is exactly zero. The cosine is NaN (not measured) when no
+    sample has a non-zero gradient at both points."""
     x, y, eps = prepare_inputs(model, x, y, eps)
     generator = torch.Generator().manual_seed(seed)
     eta = ((2 * torch.rand(x.shape, generator=generator) - 1) * eps).to(x.device, x.dtype)
@@ -309,6 +318,7 @@ def _gradient_alignment(model, x, y, eps, seed) -> tuple[float, float]:
     g0, g1 = g0.flatten(1).double(), g1.flatten(1).double()
     zero = (g0 == 0).all(dim=1)
     usable = ~zero & (g1 != 0).any(dim=1)
+    if not usable.any():  # no sample has a gradient at both points: nothing to compare
+        return float("nan"), float(zero.float().mean())
     cosine = torch.nn.functional.cosine_similarity(g0[usable], g1[usable], dim=1)
-    mean_cosine = float(cosine.mean()) if usable.any() else 0.0
-    return mean_cosine, float(zero.float().mean())
+    return float(cosine.mean()), float(zero.float().mean())

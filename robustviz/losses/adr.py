@@ -27,17 +27,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import at_least_float32
+
 DEFAULT_SCALE = 0.99
 
 
 def _flat_pair(z_clean: torch.Tensor, z_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check two feature batches match and return them as float32 ``[b, k]``."""
+    """Check two feature batches match and return them as ``[b, k]`` in at least float32."""
     if z_clean.shape != z_adv.shape or z_clean.dim() < 2:
         raise ValueError(
             "expected clean and adversarial features of the same shape [b, k], got "
             f"{tuple(z_clean.shape)} and {tuple(z_adv.shape)}"
         )
-    return z_clean.flatten(1).float(), z_adv.flatten(1).float()
+    return at_least_float32(z_clean.flatten(1)), at_least_float32(z_adv.flatten(1))
 
 
 def _check_logits(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> None:
@@ -134,7 +136,7 @@ def global_compactness(
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy of ``softmax(logits)`` per sample, in nats: ``[b, K] -> [b]``."""
-    log_p = F.log_softmax(logits.float(), dim=1)
+    log_p = F.log_softmax(at_least_float32(logits), dim=1)
     return -(log_p.exp() * log_p).sum(dim=1)
 
 
@@ -150,8 +152,8 @@ def conditional_entropy(adv_logits: torch.Tensor) -> torch.Tensor:
 
 def soft_cross_entropy(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """``CE(sg softmax(target_logits), logits)`` per sample: ``[b, K], [b, K] -> [b]``."""
-    target = F.softmax(target_logits.detach().float(), dim=1)
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)
+    target = F.softmax(at_least_float32(target_logits.detach()), dim=1)
+    return -(target * F.log_softmax(at_least_float32(logits), dim=1)).sum(dim=1)
 
 
 def vat_consistency(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:

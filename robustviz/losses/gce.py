@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_labels
+from .._precision import at_least_float32
 
 DEFAULT_ALPHA = 1 / 3  # the official MNIST value (0.333), spec §2.7
 REDUCTIONS = ("mean", "sum", "none")
@@ -80,7 +81,7 @@ def guided_complement_entropy(
         raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
-    logits = _at_least_float32(logits)
+    logits = at_least_float32(logits)
     if official:
         per_sample = _official_per_sample(logits, y, alpha, num_classes)
     else:
@@ -99,7 +100,7 @@ def guiding_factor(logits: torch.Tensor, y: torch.Tensor, alpha: float = DEFAULT
     ``p_g ** alpha`` whose derivative is infinite at 0 for ``alpha < 1`` (spec §7.5).
     """
     _check_inputs(logits, y)
-    return _guiding_factor(_at_least_float32(logits), y, alpha)
+    return _guiding_factor(at_least_float32(logits), y, alpha)
 
 
 def _guiding_factor(logits: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -113,7 +114,7 @@ def complement_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ``q`` does not depend on the true logit ``z_g`` at all (spec §2.1).
     """
     _check_inputs(logits, y)
-    return _complement_log_probs(_at_least_float32(logits), y)
+    return _complement_log_probs(at_least_float32(logits), y)
 
 
 def _complement_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -127,7 +128,7 @@ def complement_distribution(logits: torch.Tensor, y: torch.Tensor) -> torch.Tens
     Useful for the sorted-probability bar charts: GCE makes these rows flat.
     """
     _check_inputs(logits, y)
-    return _complement_log_probs(_at_least_float32(logits), y).exp()
+    return _complement_log_probs(at_least_float32(logits), y).exp()
 
 
 def normalized_complement_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -137,7 +138,7 @@ def normalized_complement_entropy(logits: torch.Tensor, y: torch.Tensor) -> torc
     the quantity to histogram when comparing GCE with cross-entropy models (spec §5).
     """
     _check_inputs(logits, y)
-    return _normalized_complement_entropy(_at_least_float32(logits), y)
+    return _normalized_complement_entropy(at_least_float32(logits), y)
 
 
 def _normalized_complement_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -179,11 +180,6 @@ def _check_inputs(logits: torch.Tensor, y: torch.Tensor) -> int:
     if y.shape[0] != logits.shape[0]:
         raise ValueError(f"logits has {logits.shape[0]} rows but y has {y.shape[0]} labels; they must match")
     return num_classes
-
-
-def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
-    """Half-precision logits (bf16 autocast) in float32; float32/float64 unchanged."""
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 class GuidedComplementEntropy(nn.Module):

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import at_least_float32
+
 CONSISTENCY_KINDS = ("ce", "kl", "mse")
 
 
@@ -102,7 +104,7 @@ def magnet_loss(
         >>> out.per_example.shape
         torch.Size([4])
     """
-    z = z if z.dtype == torch.float64 else z.float()
+    z = at_least_float32(z)
     cluster_classes = _check_magnet_inputs(z, cluster, y, eps)
     num_clusters = cluster_classes.shape[0]
     means = batch_cluster_means(z, cluster, num_clusters)
@@ -196,14 +198,14 @@ def qtrades_consistency(
             f"clean and adversarial scores differ in shape: {tuple(clean_log_scores.shape)} "
             f"vs {tuple(adv_log_scores.shape)}"
         )
-    clean = clean_log_scores.float()
+    clean = at_least_float32(clean_log_scores)
     clean = clean.detach() if detach_clean else clean
     p = clean.softmax(dim=1)
     if kind == "ce":
-        log_q = adv_log_scores.float().exp().log_softmax(dim=1)
+        log_q = at_least_float32(adv_log_scores).exp().log_softmax(dim=1)
         return -(p * log_q).sum(1)
     if kind == "kl":
-        log_q = adv_log_scores.float().log_softmax(dim=1)
+        log_q = at_least_float32(adv_log_scores).log_softmax(dim=1)
         return (p * (clean.log_softmax(dim=1) - log_q)).sum(1)
     raise ValueError(f"kind must be 'ce' or 'kl' for a score consistency term, got {kind!r}")
 
@@ -213,4 +215,4 @@ def embedding_consistency(z_clean: torch.Tensor, z_adv: torch.Tensor, detach_cle
     if z_clean.shape != z_adv.shape:
         raise ValueError(f"embeddings differ in shape: {tuple(z_clean.shape)} vs {tuple(z_adv.shape)}")
     z_clean = z_clean.detach() if detach_clean else z_clean
-    return (z_clean.float() - z_adv.float()).pow(2).mean(1)
+    return (at_least_float32(z_clean) - at_least_float32(z_adv)).pow(2).mean(1)

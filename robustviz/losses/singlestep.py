@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import at_least_float32
+
 __all__ = [
     "SATR1Loss", "SATR2Loss", "SATR3Loss", "check_r3_settings", "logit_sqdist", "r3_hinge",
     "sat_r1_loss", "sat_r2_loss", "sat_r3_loss",
@@ -49,7 +51,7 @@ def logit_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                          f"and {tuple(b.shape)}")
     if a.shape[0] == 0:
         raise ValueError("logit_sqdist needs at least one sample")
-    return (_full(a) - _full(b)).pow(2).sum(dim=1).mean(dim=0)
+    return (at_least_float32(a) - at_least_float32(b)).pow(2).sum(dim=1).mean(dim=0)
 
 
 def sat_r1_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, n_multistep: int = 1) -> LossParts:
@@ -73,7 +75,7 @@ def sat_r1_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, n_multistep: 
     _check_weight(lam, "lam")
     if not 1 <= n_multistep <= batch:
         raise ValueError(f"n_multistep must be in [1, B={batch}], got {n_multistep}")
-    fgsm_ce = F.cross_entropy(_full(scores[:batch]), y)
+    fgsm_ce = F.cross_entropy(at_least_float32(scores[:batch]), y)
     r1 = logit_sqdist(scores[batch - n_multistep:batch], scores[batch:])
     return fgsm_ce + lam * r1, {"fgsm_ce": fgsm_ce, "r1": r1}
 
@@ -93,7 +95,7 @@ def sat_r2_loss(scores: torch.Tensor, y: torch.Tensor, lam: float) -> LossParts:
     """
     batch = _check_rows(scores, y, extra=y.shape[0], what="SAT-R2", layout="2B")
     _check_weight(lam, "lam")
-    fgsm_ce = F.cross_entropy(_full(scores[:batch]), y)
+    fgsm_ce = F.cross_entropy(at_least_float32(scores[:batch]), y)
     r2 = logit_sqdist(scores[:batch], scores[batch:])
     return fgsm_ce + lam * r2, {"fgsm_ce": fgsm_ce, "r2": r2}
 
@@ -127,8 +129,8 @@ def sat_r3_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, tau: float) -
     """
     batch = _check_rows(scores, y, extra=y.shape[0], what="SAT-R3", layout="2B")
     check_r3_settings(lam, tau)
-    ce_lo = F.cross_entropy(_full(scores[:batch]), y)
-    ce_hi = F.cross_entropy(_full(scores[batch:]), y)
+    ce_lo = F.cross_entropy(at_least_float32(scores[:batch]), y)
+    ce_hi = F.cross_entropy(at_least_float32(scores[batch:]), y)
     hinge = r3_hinge(ce_lo, ce_hi, tau)
     return ce_hi + lam * hinge, {"ce_lo": ce_lo, "ce_hi": ce_hi, "r3_hinge": hinge}
 
@@ -193,11 +195,6 @@ def _check_rows(scores: torch.Tensor, y: torch.Tensor, extra: int, what: str, la
         raise ValueError(f"{what} needs scores with {layout} = {batch + extra} rows for B={batch} labels, "
                          f"got {scores.shape[0]}")
     return batch
-
-
-def _full(scores: torch.Tensor) -> torch.Tensor:
-    """Half-precision scores (bf16 autocast on CUDA) upcast to float32; float32/64 kept as they are."""
-    return scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
 
 
 def _check_weight(value: float, name: str) -> None:

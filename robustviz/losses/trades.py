@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import at_least_float32
+
 
 def _check_logits(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> None:
     if clean_logits.dim() != 2 or clean_logits.shape != adv_logits.shape:
@@ -40,12 +42,13 @@ def kl_per_sample(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch
 
     Returns:
         ``[B]``, each ``>= 0`` and ``0`` exactly when the two rows give the same softmax.
-        Computed in float32 from log-softmaxes (stable for large logits). Gradients flow
+        Computed from log-softmaxes (stable for large logits) in at least float32 (float64
+        inputs stay float64). Gradients flow
         to both arguments; detach ``clean_logits`` for a fixed reference.
     """
     _check_logits(clean_logits, adv_logits)
-    log_p = F.log_softmax(clean_logits.float(), dim=1)
-    log_q = F.log_softmax(adv_logits.float(), dim=1)
+    log_p = F.log_softmax(at_least_float32(clean_logits), dim=1)
+    log_q = F.log_softmax(at_least_float32(adv_logits), dim=1)
     return (log_p.exp() * (log_p - log_q)).sum(dim=1)
 
 
@@ -81,7 +84,7 @@ def trades_loss(
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
-    natural_ce = F.cross_entropy(clean_logits.float(), y)
+    natural_ce = F.cross_entropy(at_least_float32(clean_logits), y)
     kl = trades_kl(clean_logits, adv_logits)
     return TradesParts(natural_ce + beta * kl, natural_ce, kl)
 

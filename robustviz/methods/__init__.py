@@ -12,7 +12,7 @@ from __future__ import annotations
 from .._checks import unknown_name_error
 from . import adr, clustr, drp, gce, singlestep, trades
 from .adr import ADR
-from .base import BASE_CONFIGS, FAMILIES, PROFILES, Method, Recipe, StepOutput, TrainConfig
+from .base import BASE_CONFIGS, FAMILIES, PROFILES, Batch, Method, Recipe, Step, StepOutput, TrainConfig
 from .clustr import ClusterHead, ClusTR, ClusTRQTrades
 from .drp import DRP
 from .gce import GCEAdversarialTraining, GuidedComplementEntropyTraining
@@ -22,15 +22,17 @@ from .standard import AdversarialTraining, CrossEntropy
 from .trades import TRADES
 
 __all__ = [
-    "ADR", "BASE_CONFIGS", "DRP", "FAMILIES", "PROFILES", "RECIPES", "SATR1", "SATR2", "SATR3", "TRADES",
+    "ADR", "BASE_CONFIGS", "DRP", "Batch", "FAMILIES", "PROFILES", "RECIPES", "SATR1", "SATR2", "SATR3", "TRADES",
     "AdversarialTraining", "ClusTR", "ClusTRQTrades", "ClusterHead", "CrossEntropy", "GCEAdversarialTraining",
-    "GuidedComplementEntropyTraining", "Method", "PrototypeHead", "Recipe", "StepOutput", "TrainConfig", "get",
+    "GuidedComplementEntropyTraining", "Method", "PrototypeHead", "Recipe", "Step", "StepOutput", "TrainConfig", "get",
     "list_recipes", "make_prototypes",
 ]
 
-# Wong et al.'s fast-AT setting, shared by the two single-step baselines on CIFAR.
-_FAST_AT_CIFAR = dict(model="preact_resnet18", epochs=15, schedule="onecycle", lr=0.2,
-                      optimizer="sgd", weight_decay=5e-4, augment="crop_flip")
+# Wong et al.'s fast-AT setting (train_fgsm.py), shared by the two single-step baselines on
+# CIFAR: cyclic lr peaking at half of training, inputs normalised with the dataset's mean/std,
+# the attack crafted in train mode (batch statistics).
+_FAST_AT_CIFAR = dict(model="preact_resnet18", epochs=15, schedule="onecycle", warmup_fraction=0.5, lr=0.2,
+                      optimizer="sgd", weight_decay=5e-4, augment="crop_flip", input_norm="dataset")
 
 _BASELINES = [
         Recipe(
@@ -55,8 +57,9 @@ _BASELINES = [
                                         schedule="constant", milestones=(),
                                         method_kwargs=dict(steps=40, step_size=0.01)),
                 ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255)),
-                # Rice et al. 2020 (PreAct ResNet-18): 10 steps of 2/255, 200 epochs.
-                ("cifar", "full"): dict(method_kwargs=dict(steps=10, step_size=2 / 255)),
+                # Rice et al. 2020 (PreAct ResNet-18): 10 steps of 2/255, 200 epochs, normalised
+                # inputs, the attack crafted in train mode.
+                ("cifar", "full"): dict(method_kwargs=dict(steps=10, step_size=2 / 255, attack_bn="train")),
                 ("toy", "*"): dict(method_kwargs=dict(steps=10)),
             },
         ),
@@ -70,7 +73,7 @@ _BASELINES = [
                 ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=8 / 255,
                                                             random_start=False)),
                 ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(
-                    steps=1, step_size=8 / 255, random_start=False)),
+                    steps=1, step_size=8 / 255, random_start=False, attack_bn="train")),
                 ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.05, random_start=False)),
             },
         ),
@@ -81,13 +84,14 @@ _BASELINES = [
             make=AdversarialTraining,
             overrides={
                 ("mnist", "quick"): dict(method_kwargs=dict(steps=1, step_size=0.375)),
-                # Wong et al. MNIST: alpha 0.375, 10 epochs, cyclic lr peak 5e-3, batch 100.
+                # Wong et al. MNIST (train_mnist.py): alpha 0.375, 10 epochs, batch 100, Adam with
+                # a cyclic lr peaking at 5e-3 after 2/5 of training, raw [0, 1] inputs.
                 ("mnist", "full"): dict(epochs=10, batch_size=100, optimizer="adam", lr=5e-3,
-                                        schedule="onecycle", milestones=(),
+                                        schedule="onecycle", warmup_fraction=0.4, milestones=(),
                                         method_kwargs=dict(steps=1, step_size=0.375)),
                 ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=10 / 255)),
-                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(steps=1,
-                                                                             step_size=10 / 255)),
+                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(steps=1, step_size=10 / 255,
+                                                                             attack_bn="train")),
                 ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.0625)),
             },
         ),

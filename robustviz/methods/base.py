@@ -20,6 +20,55 @@ from ..data import BatchIterator, Split
 
 PROFILES = ("quick", "full")
 FAMILIES = ("mnist", "cifar", "toy")
+INPUT_NORMS = ("dataset", "none")
+MONITOR_ATTACKS = ("pgd", "ifgsm")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch, as a method's sampler yields it and its ``loss`` receives it.
+
+    Attributes:
+        x: inputs ``[B, ...]`` in [0, 1], on the model's device.
+        y: labels ``[B]`` (int64).
+        index: ``[B]`` positions of the samples in the training split, for methods that
+            keep per-example state (ClusTR's example losses); ``None`` when not tracked.
+        groups: ``[B]`` batch-cluster id of every sample (ClusTR's neighbourhood batches);
+            ``None`` for ordinary batches.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    index: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where training stands when a batch is trained on; ``fit`` passes it to ``Method.loss``.
+
+    Attributes:
+        epoch: 0-based epoch.
+        index: 0-based optimiser step since the start of training.
+        total: optimiser steps of the whole run.
+
+    ``FIRST_STEP = Step()`` (the default of ``Method.loss``) is the first step of a run.
+    """
+
+    epoch: int = 0
+    index: int = 0
+    total: int = 1
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1)."""
+        return self.index / max(self.total, 1)
+
+
+FIRST_STEP = Step()
 
 
 @dataclass
@@ -31,24 +80,25 @@ class StepOutput:
         scores: class scores ``[B, K]`` of the samples the loss was trained on (clean or
             adversarial), used for the running training accuracy.
         terms: named scalar parts of the loss, logged per epoch in the history.
+        per_example: optional ``[B]`` per-example losses (detached) for ``Method.observe``.
     """
 
     loss: torch.Tensor
     scores: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    per_example: torch.Tensor | None = None
 
 
 class Method:
     """Base class of training methods.
 
-    Subclasses implement ``loss``. ``progress`` (fraction of training done, in [0, 1])
-    is set by ``fit`` before every step, for methods whose settings ramp up.
+    A batch goes down once and comes back once: ``batches`` yields ``Batch`` objects,
+    ``loss(model, batch, step)`` turns one into a ``StepOutput`` (the ``Step`` says where
+    training stands, for settings that ramp up), and ``fit`` hands the output back through
+    ``observe`` after the optimiser step. Subclasses implement ``loss``.
     """
 
     key: str = "method"
-
-    def __init__(self) -> None:
-        self.progress = 0.0
 
     def attach(self, model: nn.Module) -> None:
         """Change the model's structure if the method needs it (e.g. a prototype head).
@@ -62,20 +112,36 @@ class Method:
         ``train`` is the split actually trained on (the held-out batch removed).
         """
 
-    def batches(self, loader: BatchIterator, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, loader: BatchIterator, epoch: int) -> Iterator[Batch]:
         """The batches of one epoch (default: the loader's seeded shuffled batches).
 
         A method with its own sampling (e.g. ClusTR's neighbourhood batches) overrides
         this; it must draw its randomness from the global torch RNG, which ``fit``
         reseeds from ``(seed, epoch)`` at the start of every epoch.
         """
-        return loader.epoch(epoch)
+        for x, y in loader.epoch(epoch):
+            yield Batch(x, y)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
         raise NotImplementedError
+
+    def observe(self, batch: Batch, out: StepOutput) -> None:
+        """Take back what a step measured per example (default: nothing).
+
+        ``fit`` calls it after the optimiser step with the batch and the method's own
+        ``StepOutput`` for it, e.g. for ClusTR to record the example losses it samples by.
+        """
 
     def on_epoch_end(self, model: nn.Module, train: Split, epoch: int) -> None:
         """Work after every epoch, e.g. refreshing cluster centres (default: nothing)."""
+
+    def epoch_notes(self, record: dict) -> dict[str, str]:
+        """Warnings about an epoch's history ``record``: ``{code: sentence}`` (default: none).
+
+        ``fit`` warns once per run for every code and keeps the notes under ``notes`` in the
+        record, so tables can mark the run (e.g. a loss term stuck at a constant).
+        """
+        return {}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Learnable method state that ``fit`` must give to the optimiser (default: none)."""
@@ -91,7 +157,7 @@ class Method:
 def ramp_factor(progress: float, ramp: float) -> float:
     """Linear warm-up: ``min(1, progress / ramp)``, or 1 when ``ramp`` is 0.
 
-    ``progress`` is the fraction of training done (``Method.progress``); methods multiply
+    ``progress`` is the fraction of training done (``Step.progress``); methods multiply
     their eps (and attack step) by this factor so the budget grows from 0 over the first
     ``ramp`` fraction of training.
     """
@@ -104,14 +170,25 @@ def ramp_factor(progress: float, ramp: float) -> float:
 class TrainConfig:
     """Every setting of one training run. Recipes fill it per dataset family and profile.
 
-    Units: ``eps`` and ``attack_step`` are in [0, 1] pixel units; ``milestones`` are epochs.
-    ``method_kwargs`` go to the method's constructor.
+    Units: ``eps`` is in [0, 1] pixel units; ``milestones`` are epochs; ``warmup_fraction``
+    is a fraction of all optimiser steps. ``method_kwargs`` go to the method's constructor.
 
-    Catastrophic-overfitting monitor: every epoch the PGD accuracy on the held-out batch
-    (``val_size`` images, ``monitor_steps`` PGD steps) is compared with its best so far; a
+    Inputs: ``input_norm="dataset"`` builds the model with the dataset's per-channel
+    mean/std as its first layer; ``"none"`` feeds the raw [0, 1] pixels, as many papers'
+    code does (SAT-Rx, TRADES, Madry et al.'s MNIST). The learning rate and weight decay a
+    paper gives are only the paper's when the inputs are scaled as in its code.
+
+    Schedule: ``"onecycle"`` rises linearly from 0 to ``lr`` over ``warmup_fraction`` of
+    training, then falls linearly to 0 (Wong et al.: 0.5 on CIFAR-10, 0.4 on MNIST).
+
+    Catastrophic-overfitting monitor: every epoch the accuracy on the held-out batch
+    (``val_size`` images) under the monitor attack is compared with its best so far; a
     fall of more than ``co_drop`` (absolute) raises the ``co_alarm`` of that epoch's record.
-    ``rollback=True`` restores the weights of the epoch with the best held-out PGD accuracy
-    at the end of training.
+    The monitor attack is ``monitor_attack="pgd"`` (``monitor_steps`` steps from a random
+    start, step ``2.5 eps / steps``) or ``"ifgsm"`` (I-FGSM: ``monitor_steps`` steps of
+    ``eps / steps`` from ``x``, the SAT-Rx authors' selection attack). ``rollback=True``
+    restores the weights of the epoch with the best held-out accuracy under it at the end of
+    training (best-epoch selection).
     """
 
     model: str = "smallcnn"
@@ -126,15 +203,25 @@ class TrainConfig:
     schedule: str = "constant"
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    warmup_fraction: float = 0.5
     augment: str | None = None
+    input_norm: str = "dataset"
     eps: float | None = None
     val_size: int = 500
+    monitor_attack: str = "pgd"
     monitor_steps: int = 10
     co_drop: float = 0.2
     rollback: bool = False
     amp: bool = True
     channels_last: bool = True
     method_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("input_norm", INPUT_NORMS), ("monitor_attack", MONITOR_ATTACKS)):
+            if getattr(self, name) not in allowed:
+                raise unknown_name_error(name, getattr(self, name), allowed)
+        if not 0.0 < self.warmup_fraction <= 1.0:
+            raise ValueError(f"warmup_fraction must be a fraction of training in (0, 1], got {self.warmup_fraction}")
 
     def updated(self, **overrides) -> TrainConfig:
         """A copy with ``overrides`` applied; ``method_kwargs`` are merged, not replaced."""
@@ -156,9 +243,11 @@ class TrainConfig:
 BASE_CONFIGS: dict[tuple[str, str], TrainConfig] = {
     ("mnist", "quick"): TrainConfig(model="smallcnn", epochs=4, batch_size=128, optimizer="adam",
                                     lr=1e-3, schedule="cosine", val_size=500),
+    # Raw [0, 1] inputs, as every MNIST code the recipes follow (Madry et al., TRADES, ADR,
+    # Wong et al., GCE, SAT-Rx, DRP); recipes without a source (ce) share the choice.
     ("mnist", "full"): TrainConfig(model="smallcnn", epochs=100, batch_size=128, optimizer="sgd",
                                    lr=0.01, momentum=0.9, schedule="multistep",
-                                   milestones=(55, 75, 90), val_size=1000),
+                                   milestones=(55, 75, 90), input_norm="none", val_size=1000),
     ("cifar", "quick"): TrainConfig(model="smallcnn", epochs=4, batch_size=128, optimizer="adam",
                                     lr=1e-3, schedule="cosine", val_size=500),
     ("cifar", "full"): TrainConfig(model="preact_resnet18", epochs=200, batch_size=128,

@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from .._checks import unknown_name_error
+from .._precision import at_least_float32
 from ..losses.drp import DECISION_NORM, DRP_LOSSES, make_drp_loss
-from .base import Method, Recipe, StepOutput
+from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput
 from .prototypes import PROTOTYPE_KINDS, PrototypeHead, make_prototypes, prototype_geometry
 
 LOSS_TERM_NAMES = {"inf": "linf_dist", "cos": "cos_loss"}
@@ -107,12 +108,12 @@ class DRP(Method):
         device = next(model.parameters()).device
         model.head = PrototypeHead(prototypes, self.q).to(device)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
         head = model.head
         if not isinstance(head, PrototypeHead):
             raise RuntimeError("the model has no PrototypeHead; call DRP.attach(model) first (fit does)")
-        features = model.features(x)
-        loss = self.criterion(features.float(), head.targets(y))
+        features = model.features(batch.x)
+        loss = self.criterion(at_least_float32(features), head.targets(batch.y))
         return StepOutput(loss, head(features), {LOSS_TERM_NAMES[self.loss_name]: loss.detach()})
 
     def _warn_about(self, prototypes: torch.Tensor) -> None:
@@ -148,15 +149,16 @@ def _check_linear_features(model: nn.Module) -> None:
 _SHARED = {
     # d = 16 >= K - 1 = 9 leaves the simplex room and also fits cube codes (K = 10 <= 16).
     ("mnist", "quick"): dict(feat_dim=16),
-    # No paper setting for MNIST [unknown]: the `ce` recipe's (20 epochs, Adam 1e-3), for comparisons.
+    # No paper setting for MNIST [unknown]: the `ce` recipe's (20 epochs, Adam 1e-3, raw [0, 1]
+    # inputs as the release), for comparisons.
     ("mnist", "full"): dict(feat_dim=16, epochs=20, optimizer="adam", lr=1e-3, schedule="constant", milestones=()),
     ("cifar", "quick"): dict(feat_dim=100),  # d = 100 as for CIFAR-10 (spec §3)
     # Spec §3 (CIFAR-10): ResNet-18 with d = 100 outputs, SGD lr 0.1, momentum 0.9, weight decay 5e-5,
     # batch 128, crop + flip, x0.1 at iterations 40k and 60k (epochs 102 and 153 at 391 per epoch),
-    # 200 epochs. robustviz keeps mean/std normalisation inside the model (the release trains on raw [0, 1]).
+    # 200 epochs, raw [0, 1] inputs (the release has no Normalize).
     ("cifar", "full"): dict(model="resnet18", feat_dim=100, epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
                             momentum=0.9, weight_decay=5e-5, schedule="multistep", milestones=(102, 153),
-                            augment="crop_flip"),
+                            augment="crop_flip", input_norm="none"),
     ("toy", "quick"): dict(feat_dim=2),  # 2-D features: prototypes and features plot as they are
     ("toy", "full"): dict(feat_dim=2),
 }

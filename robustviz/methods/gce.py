@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from ..attacks import pgd
+from ..attacks.core import crafting_batchnorm
 from ..losses.gce import DEFAULT_ALPHA, guided_complement_entropy, normalized_complement_entropy
-from .base import Method, Recipe, StepOutput
+from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput
 from .standard import AdversarialTraining
 
 INNER_LOSSES = ("ce", "margin", "gce")
@@ -64,10 +65,10 @@ class GuidedComplementEntropyTraining(Method):
     def attach(self, model: nn.Module) -> None:
         require_three_classes(model)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        scores = model(x)
-        loss = guided_complement_entropy(scores, y, self.alpha, self.official)
-        flatness = normalized_complement_entropy(scores.detach(), y).mean()
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
+        scores = model(batch.x)
+        loss = guided_complement_entropy(scores, batch.y, self.alpha, self.official)
+        flatness = normalized_complement_entropy(scores.detach(), batch.y).mean()
         return StepOutput(loss, scores, {"gce": loss.detach(), "complement_entropy": flatness})
 
 
@@ -83,7 +84,7 @@ class GCEAdversarialTraining(AdversarialTraining):
     ``clean_weight > 0``, ``clean_gce``.
 
     Args:
-        eps, steps, step_size, random_start, clean_weight, eps_ramp: as in
+        eps, steps, step_size, random_start, clean_weight, eps_ramp, attack_bn: as in
             ``AdversarialTraining``.
         alpha, official: the GCE settings (see ``GuidedComplementEntropyTraining``).
         inner_loss: what PGD maximises: ``"ce"`` (default, the standard strong attack),
@@ -104,8 +105,9 @@ class GCEAdversarialTraining(AdversarialTraining):
         alpha: float = DEFAULT_ALPHA,
         official: bool = False,
         inner_loss: str = "ce",
+        attack_bn: str = "eval",
     ) -> None:
-        super().__init__(eps, steps, step_size, random_start, clean_weight, eps_ramp)
+        super().__init__(eps, steps, step_size, random_start, clean_weight, eps_ramp, attack_bn)
         if inner_loss not in INNER_LOSSES:
             raise ValueError(f"unknown inner_loss {inner_loss!r}; choose one of: {', '.join(INNER_LOSSES)}")
         self.alpha, self.official, self.inner_loss = alpha, official, inner_loss
@@ -119,21 +121,23 @@ class GCEAdversarialTraining(AdversarialTraining):
             return self.inner_loss
         return partial(guided_complement_entropy, alpha=self.alpha, official=self.official, reduction="none")
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        factor = self.ramp_factor()
-        return pgd(
-            model, x, y, self.eps * factor, steps=self.steps, step_size=self.step_size * factor,
-            random_start=self.random_start, loss=self.attack_loss(),
-        )
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: Step = FIRST_STEP) -> torch.Tensor:
+        factor = self.ramp_factor(step)
+        with crafting_batchnorm(model, self.attack_bn):
+            return pgd(
+                model, x, y, self.eps * factor, steps=self.steps, step_size=self.step_size * factor,
+                random_start=self.random_start, loss=self.attack_loss(),
+            )
 
     def gce(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return guided_complement_entropy(scores, y, self.alpha, self.official)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        x_adv = self.craft(model, x, y)
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
+        x, y = batch.x, batch.y
+        x_adv = self.craft(model, x, y, step)
         scores_adv = model(x_adv)
         adv_gce = self.gce(scores_adv, y)
-        terms = {"adv_gce": adv_gce.detach(), "eps": torch.tensor(self.eps * self.ramp_factor())}
+        terms = {"adv_gce": adv_gce.detach(), "eps": torch.tensor(self.eps * self.ramp_factor(step))}
         loss = adv_gce
         if self.clean_weight > 0:
             clean_gce = self.gce(model(x), y)
@@ -142,13 +146,15 @@ class GCEAdversarialTraining(AdversarialTraining):
         return StepOutput(loss, scores_adv, terms)
 
 
-# The official MNIST setting (spec §3.1): LeNet-5, Adam 1e-3, batch 64, 20 epochs, constant lr.
+# The official MNIST setting (spec §3.1): LeNet-5, Adam 1e-3, batch 64, 20 epochs, constant lr,
+# raw [0, 1] inputs.
 _OFFICIAL_MNIST = dict(model="lenet5", epochs=20, batch_size=64, optimizer="adam", lr=1e-3,
-                       schedule="constant", milestones=())
-# The group's COT CIFAR recipe, which a third-party GCE port also uses [inferred, spec §3.2].
+                       schedule="constant", milestones=(), input_norm="none")
+# The group's COT CIFAR recipe, which a third-party GCE port also uses [inferred, spec §3.2], with
+# its per-channel mean/std normalisation.
 _COT_CIFAR = dict(model="preact_resnet18", epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
                   momentum=0.9, weight_decay=1e-4, schedule="multistep", milestones=(100, 150),
-                  augment="crop_flip")
+                  augment="crop_flip", input_norm="dataset")
 
 RECIPES: list[Recipe] = [
     Recipe(
@@ -159,9 +165,9 @@ RECIPES: list[Recipe] = [
         overrides={
             # Quick profiles keep the shared base (smallcnn, Adam 1e-3, cosine); a short run
             # shows GCE learns as fast as cross-entropy there.
-            # Full MNIST = the official code, except Adam's betas: robustviz uses the PyTorch
-            # default (0.9, 0.999), the official code (0.9, 0.99); TrainConfig has no betas.
-            # The official inputs are not mean/std normalised; robustviz models always are.
+            # Full MNIST = the official code (raw [0, 1] inputs: its Normalize is commented
+            # out), except Adam's betas: robustviz uses the PyTorch default (0.9, 0.999), the
+            # official code (0.9, 0.99); TrainConfig has no betas.
             ("mnist", "full"): dict(**_OFFICIAL_MNIST),
             # The paper's ResNet-56 is not in the model zoo; PreAct ResNet-18 stands in.
             ("cifar", "full"): dict(**_COT_CIFAR),

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._precision import at_least_float32
 from ..attacks import pgd
-from .base import Method, StepOutput, ramp_factor
+from ..attacks.core import crafting_batchnorm
+from .base import FIRST_STEP, Batch, Method, Step, StepOutput, ramp_factor
 
 
 class CrossEntropy(Method):
@@ -34,9 +36,9 @@ class CrossEntropy(Method):
     def __init__(self, eps: float | None = None) -> None:
         super().__init__()
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        scores = model(x)
-        loss = F.cross_entropy(scores.float(), y)
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
+        scores = model(batch.x)
+        loss = F.cross_entropy(at_least_float32(scores), batch.y)
         return StepOutput(loss, scores, {"ce": loss.detach()})
 
 
@@ -46,9 +48,10 @@ class AdversarialTraining(Method):
     Loss per batch: ``(1 - w) * CE(f(x_adv), y) + w * CE(f(x), y)`` with ``w = clean_weight``
     (0 in Madry et al. and Wong et al.).
 
-    The training attack runs with the model in eval mode (robustviz's attack contract:
-    BatchNorm statistics are not updated while crafting). Wong et al. craft in train
-    mode; the difference is small for the networks used here.
+    The training attack runs with the model in eval mode (robustviz's attack contract) and,
+    by default, BatchNorm's running statistics (``attack_bn="eval"``, Madry et al.'s TF code);
+    ``attack_bn="train"`` normalises with the batch's own statistics while crafting, as Wong
+    et al. and Rice et al. do (without their side effect of moving the running statistics).
 
     Args:
         eps: L-inf budget in [0, 1] units.
@@ -59,10 +62,11 @@ class AdversarialTraining(Method):
         eps_ramp: fraction of training over which eps (and the step) grow linearly from
             0 to their full values; 0 disables the ramp. A ramp helps small networks
             start learning at MNIST's eps = 0.3 [robustviz choice, not in Madry et al.].
+        attack_bn: BatchNorm mode while crafting, ``"eval"`` or ``"train"`` (see above).
 
     Example:
         >>> method = AdversarialTraining(eps=0.3, steps=10, step_size=0.075)
-        >>> out = method.loss(model, x, y)  # doctest: +SKIP
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "adversarial_training"
@@ -75,8 +79,10 @@ class AdversarialTraining(Method):
         random_start: bool = True,
         clean_weight: float = 0.0,
         eps_ramp: float = 0.0,
+        attack_bn: str = "eval",
     ) -> None:
         super().__init__()
+        crafting_batchnorm(nn.Identity(), attack_bn)  # validates the mode
         if not 0.0 <= clean_weight <= 1.0:
             raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
         ramp_factor(0.0, eps_ramp)  # validates the ramp
@@ -86,27 +92,30 @@ class AdversarialTraining(Method):
         self.random_start = random_start
         self.clean_weight = clean_weight
         self.eps_ramp = eps_ramp
+        self.attack_bn = attack_bn
 
-    def ramp_factor(self) -> float:
-        """Fraction of the full eps in use now (1 after the ramp)."""
-        return ramp_factor(self.progress, self.eps_ramp)
+    def ramp_factor(self, step: Step) -> float:
+        """Fraction of the full eps in use at ``step`` (1 after the ramp)."""
+        return ramp_factor(step.progress, self.eps_ramp)
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: Step = FIRST_STEP) -> torch.Tensor:
         """The training-time adversarial examples for a batch."""
-        factor = self.ramp_factor()
-        return pgd(
-            model, x, y, self.eps * factor, steps=self.steps, step_size=self.step_size * factor,
-            random_start=self.random_start,
-        )
+        factor = self.ramp_factor(step)
+        with crafting_batchnorm(model, self.attack_bn):
+            return pgd(
+                model, x, y, self.eps * factor, steps=self.steps, step_size=self.step_size * factor,
+                random_start=self.random_start,
+            )
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        x_adv = self.craft(model, x, y)
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
+        x, y = batch.x, batch.y
+        x_adv = self.craft(model, x, y, step)
         scores_adv = model(x_adv)
-        adv_ce = F.cross_entropy(scores_adv.float(), y)
-        terms = {"adv_ce": adv_ce.detach(), "eps": torch.tensor(self.eps * self.ramp_factor())}
+        adv_ce = F.cross_entropy(at_least_float32(scores_adv), y)
+        terms = {"adv_ce": adv_ce.detach(), "eps": torch.tensor(self.eps * self.ramp_factor(step))}
         loss = adv_ce
         if self.clean_weight > 0:
-            clean_ce = F.cross_entropy(model(x).float(), y)
+            clean_ce = F.cross_entropy(at_least_float32(model(x)), y)
             loss = (1 - self.clean_weight) * adv_ce + self.clean_weight * clean_ce
             terms["clean_ce"] = clean_ce.detach()
         return StepOutput(loss, scores_adv, terms)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..attacks.core import crafting_batchnorm
 from ..attacks.trades import trades_attack
 from ..losses.trades import trades_loss
-from .base import Method, Recipe, StepOutput, ramp_factor
+from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput, ramp_factor
 
 
 class TRADES(Method):
@@ -30,6 +31,8 @@ class TRADES(Method):
         eps_ramp: fraction of training over which eps and the step grow linearly from 0;
             0 disables it. Helps a small CPU network start learning at MNIST's eps = 0.3
             [robustviz choice, not in TRADES; same as ``pgd_at``'s quick profile].
+        attack_bn: BatchNorm mode while crafting: ``"eval"`` (running statistics, as the
+            official code, which calls ``model.eval()``) or ``"train"`` (batch statistics).
 
     ``StepOutput.scores`` are the *clean* scores (TRADES trains its cross-entropy on the
     clean batch), so the logged ``train_acc`` is clean training accuracy. Logged terms:
@@ -37,7 +40,7 @@ class TRADES(Method):
 
     Example:
         >>> method = TRADES(eps=0.3, steps=40, step_size=0.01, beta=6.0)
-        >>> out = method.loss(model, x, y)  # doctest: +SKIP
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "trades"
@@ -50,8 +53,10 @@ class TRADES(Method):
         beta: float = 6.0,
         init_std: float = 0.001,
         eps_ramp: float = 0.0,
+        attack_bn: str = "eval",
     ) -> None:
         super().__init__()
+        crafting_batchnorm(nn.Identity(), attack_bn)  # validates the mode
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
         if steps < 0:
@@ -63,24 +68,27 @@ class TRADES(Method):
         self.beta = beta
         self.init_std = init_std
         self.eps_ramp = eps_ramp
+        self.attack_bn = attack_bn
 
-    def ramp_factor(self) -> float:
-        """Fraction of the full eps in use now (1 after the ramp)."""
-        return ramp_factor(self.progress, self.eps_ramp)
+    def ramp_factor(self, step: Step) -> float:
+        """Fraction of the full eps in use at ``step`` (1 after the ramp)."""
+        return ramp_factor(step.progress, self.eps_ramp)
 
-    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: Step = FIRST_STEP) -> torch.Tensor:
         """The training-time KL adversarial examples for a batch (global RNG for the start)."""
-        factor = self.ramp_factor()
-        return trades_attack(model, x, y, self.eps * factor, steps=self.steps,
-                             step_size=self.step_size * factor, init_std=self.init_std)
+        factor = self.ramp_factor(step)
+        with crafting_batchnorm(model, self.attack_bn):
+            return trades_attack(model, x, y, self.eps * factor, steps=self.steps,
+                                 step_size=self.step_size * factor, init_std=self.init_std)
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
-        x_adv = self.craft(model, x, y)
+    def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
+        x, y = batch.x, batch.y
+        x_adv = self.craft(model, x, y, step)
         clean_logits = model(x)
         adv_logits = model(x_adv)
         parts = trades_loss(clean_logits, adv_logits, y, self.beta)
         terms = {"natural_ce": parts.natural_ce.detach(), "kl": parts.kl.detach(),
-                 "eps": torch.tensor(self.eps * self.ramp_factor())}
+                 "eps": torch.tensor(self.eps * self.ramp_factor(step))}
         return StepOutput(parts.loss, clean_logits, terms)
 
 
@@ -105,11 +113,12 @@ RECIPES: list[Recipe] = [
                                     method_kwargs=dict(steps=40, step_size=0.01, beta=6.0)),
             ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255, beta=6.0)),
             # train_trades_cifar10.py: WRN-34-10, batch 128, SGD lr 0.1 m 0.9, wd 2e-4,
-            # 76 epochs, lr x0.1 from its (1-based) epoch 75, crop+flip, 10 steps, beta 6.
-            # The code's eps 0.031 / step 0.007 are 8/255 / 2/255 rounded; we use the fractions.
+            # 76 epochs, lr x0.1 from its (1-based) epoch 75, crop+flip, raw [0, 1] inputs (no
+            # Normalize), 10 steps, beta 6. The code's eps 0.031 / step 0.007 are 8/255 / 2/255
+            # rounded; we use the fractions.
             ("cifar", "full"): dict(model="wrn34_10", epochs=76, batch_size=128, optimizer="sgd",
                                     lr=0.1, momentum=0.9, weight_decay=2e-4, schedule="multistep",
-                                    milestones=(74,), augment="crop_flip",
+                                    milestones=(74,), augment="crop_flip", input_norm="none",
                                     method_kwargs=dict(steps=10, step_size=2 / 255, beta=6.0)),
             ("toy", "*"): dict(method_kwargs=dict(steps=10, beta=6.0)),
         },

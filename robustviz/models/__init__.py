@@ -16,7 +16,7 @@ import torch
 
 from .._checks import unknown_name_error
 from .base import Normalize, RobustModel, with_bottleneck
-from .resnets import preact_resnet18_trunk, resnet18_trunk, wide_resnet_trunk
+from .resnets import preact_resnet18_trunk, resnet18_trunk, satrx_wide_resnet_trunk, wide_resnet_trunk
 from .small import lenet5_trunk, lenet_plus_trunk, mlp_trunk, smallcnn_trunk
 
 __all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "build"]
@@ -31,6 +31,8 @@ ARCHITECTURES = {
     "preact_resnet18": (preact_resnet18_trunk, "PreAct ResNet-18 (Wong et al., Rice et al.), 512-d"),
     "wrn28_10": (partial(wide_resnet_trunk, depth=28, widen=10), "WideResNet-28-10, 640-d"),
     "wrn34_10": (partial(wide_resnet_trunk, depth=34, widen=10), "WideResNet-34-10, 640-d"),
+    "wrn28_10_satrx": (partial(satrx_wide_resnet_trunk, depth=28, widen=10),
+                       "WideResNet-28-10 as in the SAT-Rx code (conv biases, Xavier init), 640-d"),
 }
 
 

@@ -61,14 +61,17 @@ def lenet5_trunk(in_channels: int) -> tuple[nn.Module, int]:
 
 
 def lenet_plus_trunk(in_channels: int) -> tuple[nn.Module, int]:
-    """"LeNet+" of the SAT-Rx MNIST code: conv5x5(32, pad 2)-pool-conv5x5(64)-pool, FC 1024. No BN.
+    """"LeNet+" of the SAT-Rx MNIST code: conv5x5(32, pad 2)-pool-conv5x5(64, pad 2)-pool, FC 1024.
+
+    No BatchNorm, no dropout. On 28x28 inputs the conv output is 64x7x7, so the FC layer takes
+    3,136 inputs, as in the authors' ``LeNet_Plus``; other sizes are average-pooled to 7x7.
 
     Returns the trunk (images -> ``[B, 1024]`` after ReLU) and 1024.
     """
     trunk = nn.Sequential(
         nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.AdaptiveAvgPool2d(5), nn.Flatten(),
-        nn.Linear(64 * 5 * 5, 1024), nn.ReLU(),
+        nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(7), nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 1024), nn.ReLU(),
     )
     return trunk, 1024

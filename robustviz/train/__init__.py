@@ -7,10 +7,10 @@ Example:
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .history import History
-from .loop import default_device, fit, split_holdout, train_model
+from .loop import default_device, fit, input_statistics, split_holdout, train_model
 from .schedules import SCHEDULES, make_schedule
 
 __all__ = [
-    "SCHEDULES", "History", "default_device", "fit", "load_checkpoint", "make_schedule",
+    "SCHEDULES", "History", "default_device", "fit", "input_statistics", "load_checkpoint", "make_schedule",
     "save_checkpoint", "split_holdout", "train_model",
 ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,7 +18,8 @@ from .._checks import check_labels
 from ..attacks import pgd
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
-from ..methods import Method, Recipe, TrainConfig, get
+from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
+from ..models import Normalize
 from .checkpoint import (
     META_FILE,
     MODEL_FILE,
@@ -98,12 +101,28 @@ def train_model(
     from .. import models
 
     config = get(method).config(data.family, profile, **overrides)
+    mean, std = input_statistics(config, data)
     model = models.build(
-        config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim,
-        mean=data.mean, std=data.std, seed=seed,
+        config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim, mean=mean, std=std, seed=seed,
     ).to(default_device() if device is None else device)
     history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, **overrides)
     return model, history
+
+
+def input_statistics(config: TrainConfig, data: DataBundle) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The ``(mean, std)`` of the model's normalisation layer for ``config.input_norm``.
+
+    ``"dataset"``: the dataset's per-channel statistics; ``"none"``: mean 0 and std 1, so
+    the network sees the raw [0, 1] pixels.
+
+    Example:
+        >>> bundle = robustviz.data.load("mnist-mini")  # doctest: +SKIP
+        >>> input_statistics(get("sat_r3").config("mnist", "quick"), bundle)  # doctest: +SKIP
+        ((0.0,), (1.0,))
+    """
+    if config.input_norm == "none":
+        return (0.0,) * len(data.mean), (1.0,) * len(data.std)
+    return tuple(data.mean), tuple(data.std)
 
 
 def default_device() -> torch.device:
@@ -126,6 +145,7 @@ class _Run:
 
     def __init__(self, model, data, recipe: Recipe, config: TrainConfig, profile, seed, device):
         check_labels(data.train.y, model.num_classes, "training labels")
+        warn_about_input_scaling(model, config, data, recipe.key)
         self.model, self.data, self.recipe, self.config = model, data, recipe, config
         self.profile, self.seed, self.device = profile, seed, device
         self.method: Method = recipe.build_method(config, data.eps)
@@ -143,7 +163,7 @@ class _Run:
             model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(config, list(model.parameters()) + self.method.trainable_parameters())
         self.lr_at = make_schedule(config.schedule, config.lr, self.total_steps, len(self.loader),
-                                   config.milestones, config.gamma)
+                                   config.milestones, config.gamma, config.warmup_fraction)
         self.history = History()
         self.start_epoch, self.step = 0, 0
         self.best_state: dict | None = None  # weights of the best held-out PGD epoch (for rollback)
@@ -159,6 +179,7 @@ class _Run:
             for epoch in range(self.start_epoch, self.epochs):
                 record = self.run_epoch(epoch, bar)
                 self.watch_overfitting(record, bar)
+                self.take_notes(record)
                 self.history.append(record)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{record['loss']:.3f}",
                                 val_acc=f"{record['val_clean_acc']:.3f}",
@@ -168,6 +189,7 @@ class _Run:
         bar.close()
         if self.config.rollback:
             self.roll_back(checkpoint_dir)
+        self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients are not part of the model
         self.model.eval()
         return self.history
 
@@ -190,6 +212,18 @@ class _Run:
             self.best_state = {"epoch": record["epoch"],
                                "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
 
+    def take_notes(self, record: dict) -> None:
+        """The method's warnings about this epoch (``Method.epoch_notes``): each code is warned
+        about once per run and kept under ``notes`` (``{code: sentence}``) in every record it
+        applies to."""
+        notes = self.method.epoch_notes(record)
+        if not notes:
+            return
+        record["notes"] = dict(notes)
+        earlier = {code for r in self.history.records for code in r.get("notes", {})}
+        for code in sorted(set(notes) - earlier):
+            warnings.warn(notes[code], RuntimeWarning, stacklevel=2)
+
     def roll_back(self, checkpoint_dir) -> None:
         """Restore the best held-out PGD epoch's weights (``rollback=True``); re-save the checkpoint."""
         if self.best_state is None or self.best_state["epoch"] == self.history.last.get("epoch"):
@@ -205,15 +239,15 @@ class _Run:
         started = time.perf_counter()
         sums: dict[str, float] = {}
         seen = correct = 0
-        for x, y in self.method.batches(self.loader, epoch):
+        for batch in self.method.batches(self.loader, epoch):
             if self.step >= self.total_steps:
                 break
-            out = self.train_step(x, y)
-            batch = y.shape[0]
-            seen += batch
-            correct += int((out.scores.argmax(1) == y).sum())
+            out = self.train_step(batch, epoch)
+            size = len(batch)
+            seen += size
+            correct += int((out.scores.argmax(1) == batch.y).sum())
             for name, value in {"loss": out.loss.detach(), **out.terms}.items():
-                sums[name] = sums.get(name, 0.0) + float(value) * batch
+                sums[name] = sums.get(name, 0.0) + float(value) * size
             bar.update(1)
             if self.step % 10 == 0:
                 bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / seen:.3f}",
@@ -226,16 +260,15 @@ class _Run:
         record["seconds"] = time.perf_counter() - started
         return record
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor):
+    def train_step(self, batch: Batch, epoch: int) -> StepOutput:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        self.method.progress = self.step / self.total_steps
-        if self.use_cuda_speedups and self.config.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.use_cuda_speedups and self.config.channels_last and batch.x.dim() == 4:
+            batch = replace(batch, x=batch.x.contiguous(memory_format=torch.channels_last))
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.use_cuda_speedups and self.config.amp else nullcontext())
         with autocast:
-            out = self.method.loss(self.model, x, y)
+            out = self.method.loss(self.model, batch, Step(epoch, self.step, self.total_steps))
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
                 f"{self.recipe.key}: the training loss became {float(out.loss)} at step {self.step}; "
@@ -244,6 +277,7 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.optimizer.step()
+        self.method.observe(batch, out)
         self.step += 1
         return out
 
@@ -257,8 +291,12 @@ class _Run:
             return {"val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}
         self.model.eval()
         clean = self._accuracy(self.val_x)
-        x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=self.config.monitor_steps,
-                    seed=self.seed)
+        steps = self.config.monitor_steps
+        if self.config.monitor_attack == "ifgsm":
+            x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=steps, step_size=self.eps / max(steps, 1),
+                        random_start=False)
+        else:
+            x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=steps, seed=self.seed)
         robust = self._accuracy(x_adv)
         self.model.train()
         return {"val_clean_acc": clean, "val_pgd_acc": robust}
@@ -299,6 +337,30 @@ class _Run:
         self.method.load_state_dict(state["method"])
         self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = History(meta["history"])
+
+
+def warn_about_input_scaling(model: nn.Module, config: TrainConfig, data: DataBundle, key: str) -> None:
+    """Warn when the model's normalisation layer is not the one ``config.input_norm`` asks for.
+
+    The recipe's learning rate and weight decay assume its input scaling; ``fit`` trains the
+    model as it is, but says how to build it the recipe's way.
+    """
+    layer = getattr(model, "normalize", None)
+    if not isinstance(layer, Normalize):
+        return
+    mean, std = input_statistics(config, data)
+    if layer.mean.numel() == len(mean) and torch.allclose(layer.mean.cpu(), torch.tensor(mean), atol=1e-6) \
+            and torch.allclose(layer.std.cpu(), torch.tensor(std), atol=1e-6):
+        return
+    wanted = "raw [0, 1] pixels (mean 0, std 1)" if config.input_norm == "none" else f"mean {mean}, std {std}"
+    warnings.warn(
+        f"{key} expects input_norm={config.input_norm!r} ({wanted}), but this model normalises with mean "
+        f"{tuple(round(v, 4) for v in layer.mean.tolist())}, std {tuple(round(v, 4) for v in layer.std.tolist())}; "
+        "its learning rate and weight decay assume the recipe's scaling. Build the model with "
+        "robustviz.train.train_model (or models.build(..., mean=..., std=...) with "
+        "robustviz.train.input_statistics), or pass input_norm=... to fit to train it as it is.",
+        UserWarning, stacklevel=4,
+    )
 
 
 def make_optimizer(config: TrainConfig, params: list) -> torch.optim.Optimizer:
