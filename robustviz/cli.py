@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--ladder", default=None, choices=("quick", "standard", "full"),
                          help="also climb the attack ladder at the largest eps (level)")
     compare.add_argument("--ladder-n", type=int, default=500, help="test images for the ladder (default 500)")
+    compare.add_argument("--notes", default=None,
+                         help="a markdown file whose text goes under 'Notes' at the end of the table")
     compare.add_argument("--no-progress", action="store_true")
     compare.set_defaults(run=run_compare_command)
 
@@ -223,11 +225,12 @@ def run_evaluate_command(args) -> int:
 def run_compare_command(args) -> int:
     from .compare import compare, markdown_table
 
+    notes = Path(args.notes).read_text() if args.notes else None  # read first: a wrong path fails before training
     rows = compare(args.methods, args.dataset, args.profile, args.seed, args.n_eval, args.eps,
                    args.attacks, args.results, str(resolve_device(args.device)),
                    progress=not args.no_progress, ladder_level=args.ladder, ladder_n=args.ladder_n)
     command = "robustviz compare " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else "robustviz compare"
-    text = markdown_table(rows, args.dataset, args.profile, command)
+    text = markdown_table(rows, args.dataset, args.profile, command, notes)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -90,8 +90,14 @@ def compare(
     return rows
 
 
-def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -> str:
-    """The comparison as a markdown document (accuracies in percent)."""
+def markdown_table(rows: list[dict], dataset: str, profile: str, command: str, notes: str | None = None) -> str:
+    """The comparison as a markdown document (accuracies in percent).
+
+    Sections: the robustness table (with footnotes for the notes a method left in its
+    history), the attack ladder when the rows have one, the held-out accuracy of every epoch
+    (``held_out_table``), and ``notes`` (hand-written markdown, e.g. an analysis of the
+    numbers) under "Notes".
+    """
     first: RobustnessReport = rows[0]["report"]
     budgets = list(first.results)
     attacks = [a for a in first.results[budgets[0]] if a != "worst case"]
@@ -115,9 +121,10 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
     footnotes: list[str] = []
     for row in rows:
         report: RobustnessReport = row["report"]
-        notes = _epoch_notes(row.get("history"))
-        marks = "".join(f" [{len(footnotes) + i + 1}]" for i in range(len(notes)))
-        footnotes += [f"[{len(footnotes) + i + 1}] {row['method']}: {text}" for i, text in enumerate(notes.values())]
+        run_notes = _epoch_notes(row.get("history"))
+        marks = "".join(f" [{len(footnotes) + i + 1}]" for i in range(len(run_notes)))
+        footnotes += [f"[{len(footnotes) + i + 1}] {row['method']}: {text}"
+                      for i, text in enumerate(run_notes.values())]
         cells = [row["method"] + marks, f"{100 * report.clean_acc:.1f}"]
         cells += [f"{100 * report.results[b][a]:.1f}" for b in budgets for a in attacks]
         cells += [_inputs(row.get("config")), f"{row['train_seconds']:.0f} s", _epochs(row),
@@ -128,6 +135,10 @@ def markdown_table(rows: list[dict], dataset: str, profile: str, command: str) -
     ladders = [row for row in rows if row.get("ladder") is not None]
     if ladders:
         lines += ["", *ladder_table(ladders)]
+    if any(row.get("history") is not None for row in rows):
+        lines += ["", *held_out_table(rows)]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
     lines += ["", f"Written {time.strftime('%Y-%m-%d')}. These are the numbers this run measured."]
     return "\n".join(lines) + "\n"
 
@@ -164,6 +175,29 @@ def _loss_trend(history) -> str:
         return ""
     losses = history["loss"]
     return f"{losses[0]:.3g} -> {losses[-1]:.3g}"
+
+
+def held_out_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: clean and robust accuracy on the held-out batch after every epoch."""
+    lines = [
+        "## Held-out accuracy during training",
+        "",
+        "After every epoch `fit` measures the accuracy on a held-out batch of training images, clean and "
+        "under the recipe's monitor attack (PGD-10 from a random start, or I-FGSM-3 for the SAT recipes, "
+        "which keep their best epoch by it), in percent: clean / robust per epoch.",
+        "",
+        "| method | monitor | held-out clean / robust accuracy by epoch |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        history, config = row.get("history"), row.get("config")
+        if history is None:
+            continue
+        monitor = "" if config is None else (
+            f"I-FGSM-{config.monitor_steps}" if config.monitor_attack == "ifgsm" else f"PGD-{config.monitor_steps}")
+        epochs = " · ".join(f"{100 * r['val_clean_acc']:.0f} / {100 * r['val_pgd_acc']:.0f}" for r in history.records)
+        lines.append(f"| {row['method']} | {monitor} | {epochs} |")
+    return lines
 
 
 def ladder_table(rows: list[dict]) -> list[str]:

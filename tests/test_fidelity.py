@@ -304,3 +304,23 @@ def test_losses_keep_float64_inputs_in_float64():
 def test_step_progress_and_batch_length():
     assert Step(epoch=1, index=25, total=100).progress == 0.25
     assert len(Batch(torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long))) == 3
+
+
+def test_results_table_shows_inputs_kept_epoch_footnotes_and_notes():
+    from robustviz.compare import markdown_table
+    from robustviz.evaluate import RobustnessReport
+    from robustviz.train import History
+
+    report = RobustnessReport(n=10, clean_acc=0.9, results={0.3: {"FGSM": 0.5, "PGD-20": 0.4, "worst case": 0.4}})
+    pinned = {"consistency_pinned": "the consistency term was pinned at log K."}
+    records = [dict(epoch=e, loss=1.0 / e, val_clean_acc=0.9, val_pgd_acc=0.1 * e, seconds=1.0) for e in (1, 2, 3)]
+    records[0]["notes"] = records[2]["notes"] = pinned
+    records[-1]["rolled_back_to_epoch"] = 2
+    rows = [{"method": "clustr_qtrades", "report": report, "seed": 0, "epochs": 3, "train_seconds": 3.0,
+             "history": History(records), "config": methods.get("sat_r3").config("mnist", "quick"), "ladder": None}]
+    text = markdown_table(rows, "mnist-mini", "quick", "robustviz compare", notes="An analysis.")
+    row = next(line for line in text.splitlines() if line.startswith("| clustr_qtrades"))
+    assert "[1]" in row and "| raw |" in row and "3 (kept 2)" in row
+    assert "[1] clustr_qtrades: consistency_pinned in 2 of 3 epochs (1, 3). the consistency term" in text
+    assert "| clustr_qtrades | I-FGSM-3 | 90 / 10 · 90 / 20 · 90 / 30 |" in text
+    assert text.index("## Notes") < text.index("An analysis.") < text.index("Written")
