@@ -52,15 +52,21 @@ def batch_cluster_means(z: torch.Tensor, cluster: torch.Tensor, num_clusters: in
 
     Args:
         z: embeddings ``[N, d]``.
-        cluster: batch cluster of every example ``[N]``, values in ``[0, num_clusters)``,
-            every cluster non-empty.
+        cluster: batch cluster of every example ``[N]``, values in ``[0, num_clusters)``.
         num_clusters: M.
     Returns:
-        ``[M, d]`` means, differentiable with respect to ``z``.
+        ``[M, d]`` means, differentiable with respect to ``z`` (0 for a cluster with no member).
     """
-    members = F.one_hot(cluster, num_clusters).to(z.dtype)  # [N, M]
-    counts = members.sum(0)  # [M]
-    return (members.t() @ z) / counts[:, None]
+    sums = z.new_zeros(num_clusters, z.shape[1]).index_add(0, cluster, z)  # [M, d]
+    counts = cluster_sizes(cluster, num_clusters).to(z.dtype)  # [M]
+    return sums / counts.clamp_min(1)[:, None]
+
+
+def cluster_sizes(cluster: torch.Tensor, num_clusters: int) -> torch.Tensor:
+    """Members of every batch cluster ``[M]`` (int64); ``bincount`` without reading the ids back
+    (its output length depends on the largest id, which a GPU would have to report first)."""
+    return torch.zeros(num_clusters, dtype=torch.int64, device=cluster.device).index_add_(
+        0, cluster, torch.ones_like(cluster))
 
 
 def squared_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -78,6 +84,7 @@ def magnet_loss(
     y: torch.Tensor,
     alpha: float = 12.5,
     eps: float = 1e-8,
+    validate: bool = True,
 ) -> MagnetTerms:
     """The minibatch Magnet loss of spec §2.2, vectorised, with per-example values.
 
@@ -95,6 +102,10 @@ def magnet_loss(
         y: class of each example ``[N]`` (int64).
         alpha: margin in units of ``sigma^2`` (ClusTR: 12.5; Magnet paper: 1.0).
         eps: the ``1e-8`` added inside and outside the log in the official code; ``> 0``.
+        validate: check the cluster ids and the batch variance (reads values back from the
+            device). ``False`` trusts a sampler that built the batch (ClusTR's training
+            step): the loss then runs without waiting for the device, ``cluster_means`` has one
+            row per example (rows of ids no example has are 0) and a zero variance gives NaN.
     Returns:
         ``MagnetTerms(loss, per_example [N], variance, cluster_means [M, d])``.
 
@@ -105,19 +116,23 @@ def magnet_loss(
         torch.Size([4])
     """
     z = at_least_float32(z)
-    cluster_classes = _check_magnet_inputs(z, cluster, y, eps)
-    num_clusters = cluster_classes.shape[0]
-    means = batch_cluster_means(z, cluster, num_clusters)
+    if validate:
+        cluster_classes = _check_magnet_inputs(z, cluster, y, eps)
+        present = torch.ones_like(cluster_classes, dtype=torch.bool)
+    else:  # ids are < N; ids no example has take no part
+        cluster_classes = torch.zeros(z.shape[0], dtype=y.dtype, device=y.device).scatter_(0, cluster, y)
+        present = cluster_sizes(cluster, z.shape[0]) > 0
+    means = batch_cluster_means(z, cluster, cluster_classes.shape[0])
     dist = squared_distances(z, means)  # [N, M]
     own = dist.gather(1, cluster[:, None]).squeeze(1)  # [N]
     variance = own.sum() / (z.shape[0] - 1)
-    if not float(variance.detach()) > 0:
+    if validate and not float(variance.detach()) > 0:
         raise ValueError(
             f"the batch variance sigma^2 is {float(variance.detach())}, not > 0 (every embedding equals its "
             "cluster mean, e.g. collapsed features or one example per cluster); the Magnet loss is undefined"
         )
     log_kernel = -dist / (2 * variance)  # [N, M]
-    impostor = cluster_classes[None, :] != y[:, None]  # [N, M]
+    impostor = (cluster_classes[None, :] != y[:, None]) & present[None, :]  # [N, M]
     log_eps = torch.full((z.shape[0], 1), math.log(eps), dtype=z.dtype, device=z.device)
     log_denominator = torch.logsumexp(
         torch.cat([log_kernel.masked_fill(~impostor, float("-inf")), log_eps], dim=1), dim=1

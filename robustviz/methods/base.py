@@ -21,6 +21,7 @@ from ..data import BatchIterator, Split
 PROFILES = ("quick", "full")
 FAMILIES = ("mnist", "cifar", "toy")
 INPUT_NORMS = ("dataset", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 MONITOR_ATTACKS = ("pgd", "ifgsm")
 
 
@@ -189,6 +190,13 @@ class TrainConfig:
     ``eps / steps`` from ``x``, the SAT-Rx authors' selection attack). ``rollback=True``
     restores the weights of the epoch with the best held-out accuracy under it at the end of
     training (best-epoch selection).
+
+    Speed: ``amp`` is the precision of the training step: ``"auto"`` (bf16 on GPUs of compute
+    capability >= 8.0, fp16 with a loss scaler below, float32 on the CPU), ``"bf16"``,
+    ``"fp16"`` or ``"off"``. ``channels_last`` stores images and weights NHWC on CUDA.
+    ``compile=True`` runs the model's body through ``torch.compile`` (its first steps pay the
+    compilation). ``log_every``: steps between two reads of the running loss on the host; a
+    training step itself never waits for the device.
     """
 
     model: str = "smallcnn"
@@ -212,14 +220,18 @@ class TrainConfig:
     monitor_steps: int = 10
     co_drop: float = 0.2
     rollback: bool = False
-    amp: bool = True
+    amp: str = "auto"
     channels_last: bool = True
+    compile: bool = False
+    log_every: int = 10
     method_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, allowed in (("input_norm", INPUT_NORMS), ("monitor_attack", MONITOR_ATTACKS)):
+        for name, allowed in (("input_norm", INPUT_NORMS), ("monitor_attack", MONITOR_ATTACKS), ("amp", AMP_MODES)):
             if getattr(self, name) not in allowed:
                 raise unknown_name_error(name, getattr(self, name), allowed)
+        if int(self.log_every) != self.log_every or self.log_every < 1:
+            raise ValueError(f"log_every must be an integer >= 1 (steps), got {self.log_every}")
         if not 0.0 < self.warmup_fraction <= 1.0:
             raise ValueError(f"warmup_fraction must be a fraction of training in (0, 1], got {self.warmup_fraction}")
 
@@ -237,6 +249,15 @@ class TrainConfig:
         out = asdict(self)
         out["milestones"] = list(self.milestones)
         return out
+
+    @classmethod
+    def upgrade(cls, stored: dict) -> dict:
+        """A config dict as a checkpoint stored it, in today's form: settings added since count
+        as their defaults, and ``amp`` (once a bool) is ``"auto"`` or ``"off"``."""
+        config = {**cls().to_dict(), **stored}
+        if isinstance(config["amp"], bool):
+            config["amp"] = "auto" if config["amp"] else "off"
+        return config
 
 
 # Shared starting points; recipes override what their paper changes.

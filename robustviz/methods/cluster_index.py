@@ -173,7 +173,8 @@ def seed_distribution(index: ClusterIndex, example_losses: torch.Tensor) -> torc
     non_empty = index.cluster_sizes() > 0
     means = cluster_mean_losses(index, example_losses)
     observed = ~torch.isnan(means) & non_empty
-    if not bool(observed.any()) or float(means[observed].sum()) <= 0:
+    # Host-side tensors (the index lives on the CPU): reading them never waits for a GPU.
+    if not observed.any().tolist() or means[observed].sum().tolist() <= 0:
         weights = non_empty.double()
     else:
         weights = torch.where(observed, means, means[observed].mean())
@@ -219,7 +220,7 @@ def neighbourhood_batch(
         raise ValueError(f"clusters_per_batch must be >= 2 (a seed and an impostor), got {clusters_per_batch}")
     if examples_per_cluster < 1:
         raise ValueError(f"examples_per_cluster must be >= 1, got {examples_per_cluster}")
-    seed = int(torch.multinomial(seed_distribution(index, example_losses).float(), 1))
+    seed = torch.multinomial(seed_distribution(index, example_losses).float(), 1).tolist()[0]
     clusters = torch.cat([torch.tensor([seed]), nearest_impostors(index, seed, clusters_per_batch - 1)])
     picks = []
     for cluster in clusters.tolist():

@@ -389,7 +389,9 @@ class ClusTR(Method):
     def magnet_step(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, MagnetTerms]:
         """Embeddings ``[B, d]``, log-domain scores ``[B, C]`` and Magnet terms of a clean batch."""
         z = model.features(batch.x)
-        terms = magnet_loss(z, self.batch_groups(z, batch), batch.y, self.alpha, self.magnet_eps)
+        # The sampler's groups are valid by construction: no checks that would wait for the device.
+        terms = magnet_loss(z, self.batch_groups(z, batch), batch.y, self.alpha, self.magnet_eps,
+                            validate=batch.groups is None)
         return z, model.head(z), terms
 
     def pretrain_loss(self, model: nn.Module, batch: Batch) -> StepOutput:
@@ -408,7 +410,12 @@ class ClusTR(Method):
                           per_example=terms.per_example.detach())
 
     def observe(self, batch: Batch, out: StepOutput) -> None:
-        """Record the batch's example losses, by which the next seed clusters are drawn (§2.4)."""
+        """Record the batch's example losses, by which the next seed clusters are drawn (§2.4).
+
+        The index and the example losses live on the host, like any sampler's state; on a GPU
+        this copies the batch's losses to it, the one transfer per step the method needs (the
+        next batch depends on them).
+        """
         if batch.index is not None and out.per_example is not None and self.example_losses is not None:
             self.example_losses[batch.index.cpu()] = out.per_example.float().cpu()
 

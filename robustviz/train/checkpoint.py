@@ -77,7 +77,9 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
 
 
 def _config_overrides(meta: dict) -> dict:
-    config = dict(meta["config"])
+    from ..methods import TrainConfig
+
+    config = TrainConfig.upgrade(meta["config"])
     config["milestones"] = tuple(config.get("milestones", ()))
     return config
 

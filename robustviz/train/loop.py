@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .._checks import check_labels
 from ..attacks import pgd
+from ..attacks.core import checked_inputs
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
 from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
@@ -29,6 +29,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .history import History
+from .meter import EpochMeter
+from .precision import autocast, grad_scaler, resolve_amp
 from .schedules import make_schedule
 
 
@@ -50,8 +52,11 @@ def fit(
 
     Every epoch: the method's loss on shuffled batches (optimiser step per batch, learning
     rate from the schedule), then clean and PGD accuracy on a fixed held-out batch of
-    ``val_size`` training images that are never trained on. On CUDA the steps run under
-    bf16 autocast with channels_last memory; on the CPU in float32.
+    ``val_size`` training images that are never trained on. The precision follows
+    ``amp`` (``"auto"``: bf16 on Ampere-class GPUs, fp16 with a loss scaler on older ones
+    such as the T4, float32 on the CPU); on CUDA images and weights are channels_last. A
+    step never waits for the device: the running loss is read every ``log_every`` steps,
+    and a non-finite loss stops the run there with the step it happened at.
 
     Determinism: epoch ``e`` reseeds every random choice (batch order, augmentation,
     attack starts) from ``(seed, e)``, so resuming from a checkpoint gives the same final
@@ -151,16 +156,20 @@ class _Run:
         self.method: Method = recipe.build_method(config, data.eps)
         self.eps = config.eps if config.eps is not None else data.eps
         self.train_split, held = split_holdout(data.train, config.val_size, seed)
-        self.val_x, self.val_y = held.x.to(device), held.y.to(device)
+        self.channels_last = config.channels_last and held.x.dim() == 4
+        self.val_x, self.val_y = self.to_layout(held.x.to(device)), held.y.to(device)
         self.loader = BatchIterator(self.train_split, config.batch_size, device, shuffle=True, seed=seed,
                                     augment=config.augment)
         self.total_steps = config.steps or config.epochs * len(self.loader)
         self.epochs = math.ceil(self.total_steps / len(self.loader))
-        self.use_cuda_speedups = device.type == "cuda"
+        self.amp = resolve_amp(config.amp, device)
+        self.scaler = grad_scaler(self.amp, device)
         self.method.attach(model)
         model.to(device)
-        if self.use_cuda_speedups and config.channels_last:
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        if config.compile:
+            model.body.compile()
         self.optimizer = make_optimizer(config, list(model.parameters()) + self.method.trainable_parameters())
         self.lr_at = make_schedule(config.schedule, config.lr, self.total_steps, len(self.loader),
                                    config.milestones, config.gamma, config.warmup_fraction)
@@ -190,6 +199,8 @@ class _Run:
         if self.config.rollback:
             self.roll_back(checkpoint_dir)
         self.optimizer.zero_grad(set_to_none=True)  # the last step's gradients are not part of the model
+        if self.channels_last:  # hand the model back in the layout a reloaded checkpoint has
+            self.model.to(memory_format=torch.contiguous_format)
         self.model.eval()
         return self.history
 
@@ -237,69 +248,82 @@ class _Run:
         torch.manual_seed(_epoch_seed(self.seed, epoch))
         self.model.train()
         started = time.perf_counter()
-        sums: dict[str, float] = {}
-        seen = correct = 0
+        meter = EpochMeter(self.device, self.config.log_every)
         for batch in self.method.batches(self.loader, epoch):
             if self.step >= self.total_steps:
                 break
             out = self.train_step(batch, epoch)
-            size = len(batch)
-            seen += size
-            correct += int((out.scores.argmax(1) == batch.y).sum())
-            for name, value in {"loss": out.loss.detach(), **out.terms}.items():
-                sums[name] = sums.get(name, 0.0) + float(value) * size
+            meter.add(out.loss, out.terms, out.scores, batch.y, self.step - 1)
             bar.update(1)
-            if self.step % 10 == 0:
-                bar.set_postfix(epoch=epoch + 1, loss=f"{sums['loss'] / seen:.3f}",
-                                acc=f"{correct / seen:.3f}")
+            if self.step % self.config.log_every == 0:
+                reading = self.read(meter)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{reading.means['loss']:.3f}", acc=f"{reading.accuracy:.3f}")
+        reading = self.read(meter)
         self.method.on_epoch_end(self.model, self.train_split, epoch)
         record = {"epoch": epoch + 1, "step": self.step, "lr": self.lr_at(max(self.step - 1, 0))}
-        record.update({name: total / max(seen, 1) for name, total in sums.items()})
-        record["train_acc"] = correct / max(seen, 1)
+        record.update(reading.means)
+        record["train_acc"] = reading.accuracy
         record.update(self.monitor())
         record["seconds"] = time.perf_counter() - started
         return record
 
-    def train_step(self, batch: Batch, epoch: int) -> StepOutput:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.step)
-        if self.use_cuda_speedups and self.config.channels_last and batch.x.dim() == 4:
-            batch = replace(batch, x=batch.x.contiguous(memory_format=torch.channels_last))
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                    if self.use_cuda_speedups and self.config.amp else nullcontext())
-        with autocast:
-            out = self.method.loss(self.model, batch, Step(epoch, self.step, self.total_steps))
-        if not torch.isfinite(out.loss):
+    def read(self, meter: EpochMeter):
+        """Read the running means from the device; stop the run at a non-finite loss."""
+        reading = meter.read()
+        if reading.nonfinite is not None:
+            step, value = reading.nonfinite
             raise FloatingPointError(
-                f"{self.recipe.key}: the training loss became {float(out.loss)} at step {self.step}; "
+                f"{self.recipe.key}: the training loss became {value} at step {step}; "
                 "lower the learning rate or check the method's settings"
             )
+        return reading
+
+    def train_step(self, batch: Batch, epoch: int) -> StepOutput:
+        """One optimiser step on ``batch``, with no host-device synchronisation."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        if self.channels_last:
+            batch = replace(batch, x=self.to_layout(batch.x))
+        with autocast(self.amp, self.device), checked_inputs():
+            out = self.method.loss(self.model, batch, Step(epoch, self.step, self.total_steps))
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(out.loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.method.observe(batch, out)
         self.step += 1
         return out
 
-    @torch.no_grad()
-    def _accuracy(self, x: torch.Tensor) -> float:
-        return float((self.model(x).argmax(1) == self.val_y).float().mean())
+    def to_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in the memory layout the model trains in (NHWC with ``channels_last``)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     def monitor(self) -> dict:
-        """Clean and PGD accuracy on the fixed held-out batch (model in eval mode)."""
+        """Clean and robust accuracy on the fixed held-out batch (model in eval mode).
+
+        The monitor attack runs on chunks of the training batch size: on a CPU one pass over
+        500 images is slower per image than four passes over 128 (the activations no longer
+        fit in the caches).
+        """
         if self.val_y.numel() == 0:
             return {"val_clean_acc": float("nan"), "val_pgd_acc": float("nan")}
         self.model.eval()
-        clean = self._accuracy(self.val_x)
-        steps = self.config.monitor_steps
-        if self.config.monitor_attack == "ifgsm":
-            x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=steps, step_size=self.eps / max(steps, 1),
-                        random_start=False)
-        else:
-            x_adv = pgd(self.model, self.val_x, self.val_y, self.eps, steps=steps, seed=self.seed)
-        robust = self._accuracy(x_adv)
+        steps, size = self.config.monitor_steps, self.config.batch_size
+        clean = robust = torch.zeros((), device=self.device)
+        for start in range(0, self.val_y.shape[0], size):
+            x, y = self.val_x[start:start + size], self.val_y[start:start + size]
+            if self.config.monitor_attack == "ifgsm":
+                x_adv = pgd(self.model, x, y, self.eps, steps=steps, step_size=self.eps / max(steps, 1),
+                            random_start=False)
+            else:
+                x_adv = pgd(self.model, x, y, self.eps, steps=steps, seed=self.seed + start)
+            with torch.no_grad():
+                clean = clean + (self.model(x).argmax(1) == y).sum()
+                robust = robust + (self.model(x_adv).argmax(1) == y).sum()
         self.model.train()
-        return {"val_clean_acc": clean, "val_pgd_acc": robust}
+        count = self.val_y.shape[0]
+        clean_count, robust_count = torch.stack([clean, robust]).tolist()
+        return {"val_clean_acc": clean_count / count, "val_pgd_acc": robust_count / count}
 
     def meta(self, epoch: int) -> dict:
         return {
@@ -324,8 +348,7 @@ class _Run:
 
     def restore(self, directory: Path) -> None:
         meta = read_meta(directory)
-        # A setting added after the checkpoint was written counts as its default value.
-        saved = {**TrainConfig().to_dict(), **meta["config"]}
+        saved = TrainConfig.upgrade(meta["config"])
         if meta["method"] != self.recipe.key or saved != self.config.to_dict():
             raise ValueError(
                 f"the checkpoint in {directory} was trained with different settings "
@@ -364,10 +387,15 @@ def warn_about_input_scaling(model: nn.Module, config: TrainConfig, data: DataBu
 
 
 def make_optimizer(config: TrainConfig, params: list) -> torch.optim.Optimizer:
-    """SGD (with momentum) or Adam, with the config's learning rate and weight decay."""
+    """SGD (with momentum) or Adam, with the config's learning rate and weight decay.
+
+    Adam runs its fused implementation on the CPU and CUDA: one kernel for all parameters, and
+    no host read of its step counters (the for-loop version reads one per parameter per step).
+    """
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose 'sgd' or 'adam'")
