@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 TORCHATTACKS := torchattacks==3.5.1
 
-.PHONY: demo test lab lint bench clean
+.PHONY: demo test lab lint bench student-notebooks clean
 
 demo: $(STAMP)
 	$(BIN)/robustviz demo
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
+
+# The course without its solutions, for students: build/student-notebooks/*.ipynb
+student-notebooks: $(STAMP)
+	$(BIN)/python scripts/student_notebooks.py
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robustviz needs Python >= 3.10"'

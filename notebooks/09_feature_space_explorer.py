@@ -18,12 +18,16 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/robustviz-org/robustviz/blob/main/notebooks/09_feature_space_explorer.ipynb)
 #
+# **Prerequisites:** notebooks 00-02; the later ones add models to explore. **Student time:**
+# about 40 minutes, plus about 2 minutes of computing on a laptop CPU.
+#
 # **Learning objectives.** After this notebook you can
 #
 # 1. explore every model trained in this course side by side: pick a model, an attack, a 2-D map
 #    and the classes shown, and move the eps slider to watch the adversarial features travel;
 # 2. say what a 2-D map of a feature space can and cannot show (its trustworthiness);
-# 3. compare models by separation metrics measured in the feature space itself, not in a map.
+# 3. compare how an attack changes each model's feature space with separation metrics measured in
+#    the feature space itself, not in a map.
 
 # %% tags=["colab"]
 # On Colab: fetch robustviz (the code and its embedded dataset) and install it. Elsewhere: nothing.
@@ -43,10 +47,10 @@ if "google.colab" in sys.modules:
     output.enable_custom_widget_manager()
 
 # %% tags=["parameters"]
-PROFILE = "quick"  # "quick": CPU, minutes (2,000 training images); "full": the papers' settings (a GPU)
+PROFILE = "quick"  # "quick": CPU, minutes; "full": the papers' settings (a GPU)
 SEED = 0
 DATASET = "mnist-mini"
-N_TRAIN = None  # None: the profile's default (quick 2,000, full all)
+N_TRAIN = None  # None: every training image; a number trains on a subset
 EPS = 0.3
 ALWAYS = ["ce", "pgd_at", "fgsm_at"]  # trained if missing; every other finished run is picked up too
 
@@ -56,6 +60,8 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from robustviz import runs, viz
+from robustviz.claims import expect
+from robustviz.evaluate.intervals import format_accuracy
 from robustviz.viz import precompute, separation_metrics
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
@@ -81,9 +87,21 @@ print("models:", ", ".join(models))
 # the attack moved a point *in the clean geometry*.
 
 # %%
-explored = precompute(models, bundle, attacks=course.pick(("fgsm",), ("fgsm", "pgd-10")),
-                      eps_values=(0.0, 0.1, 0.2, EPS), methods=course.pick(("pca", "lda"), ("pca", "lda", "umap")),
-                      n=course.pick(300, 1000), seed=SEED, progress=False)
+explored = precompute(models, bundle, attacks=("fgsm", "pgd-10"), eps_values=(0.0, 0.1, 0.2, EPS),
+                      methods=course.pick(("pca", "lda"), ("pca", "lda", "umap")), n=course.pick(300, 1000),
+                      seed=SEED, progress=False)
+
+
+def robust_accuracy(key: str, attack: str, eps: float) -> float:
+    """Share of the explored test images classified correctly both clean and under the attack."""
+    feats = explored.features[key][(attack, eps)]
+    return float(((feats.pred_clean == feats.labels) & (feats.pred_adv == feats.labels)).float().mean())
+
+
+n = len(explored.features[keys[0]][("fgsm", EPS)].labels)
+for key in models:
+    print(f"{key:<15} robust accuracy at eps {EPS}: FGSM {100 * robust_accuracy(key, 'fgsm', EPS):5.1f} %, "
+          f"PGD-10 {100 * robust_accuracy(key, 'pgd-10', EPS):5.1f} % (n = {n})")
 
 # %% tags=["widget"]
 explorer = viz.explorer(explored)
@@ -95,7 +113,18 @@ explorer
 
 # %% tags=["plot"]
 explorer.run_selector.value = "pgd_at" if "pgd_at" in models else keys[0]
+explorer.attack_selector.value = "pgd-10"
 explorer.static_figures()[-1]
+
+# %%
+expect(robust_accuracy("ce", "pgd-10", EPS) < 0.05 and robust_accuracy("pgd_at", "pgd-10", EPS) > 0.5,
+       f"under PGD-10 at eps = {EPS} the standard model's points all leave their class; PGD-AT keeps most home",
+       f"ce {format_accuracy(robust_accuracy('ce', 'pgd-10', EPS), n)}, pgd_at "
+       f"{format_accuracy(robust_accuracy('pgd_at', 'pgd-10', EPS), n)}")
+expect(robust_accuracy("fgsm_at", "fgsm", EPS) > 0.5 and robust_accuracy("fgsm_at", "pgd-10", EPS) < 0.1,
+       "under FGSM the pseudo-robust FGSM-AT looks robust; under PGD-10 its points leave as the standard model's do",
+       f"FGSM {100 * robust_accuracy('fgsm_at', 'fgsm', EPS):.1f} %, PGD-10 "
+       f"{100 * robust_accuracy('fgsm_at', 'pgd-10', EPS):.1f} %")
 
 # %% [markdown]
 # ## 3. A map is a summary: its trustworthiness
@@ -112,27 +141,41 @@ explorer.static_figures()[-1]
 # keeps neighbourhoods. Structure in a map with low trustworthiness may be invented by the map.
 
 # %%
+trust = {key: {m: explored.projections[(key, m, explored.attacks[0], EPS)].trustworthiness for m in explored.methods}
+         for key in models}
 lines = ["| model | " + " | ".join(explored.methods) + " |", "|---|" + "---|" * len(explored.methods)]
-lines += [f"| {key} | " + " | ".join(f"{explored.projections[(key, m, explored.attacks[0], EPS)].trustworthiness:.2f}"
-                                      for m in explored.methods) + " |" for key in models]
+lines += [f"| {key} | " + " | ".join(f"{trust[key][m]:.2f}" for m in explored.methods) + " |" for key in models]
 display(Markdown("\n".join(lines)))
+lowest = min(value for row in trust.values() for value in row.values())
+expect(lowest < 0.99, "no 2-D map keeps every neighbourhood of the feature space",
+       f"the least trustworthy map scores {lowest:.2f}")
 
 # %% [markdown]
 # ## 4. Separation, measured in the feature space
 #
-# Four numbers per model on the clean features and on their FGSM copies at $\epsilon = 0.1$
+# Four numbers per model on the clean features and on their PGD-10 copies at $\epsilon = 0.1$
 # (no map involved): the intra/inter-class distance ratio (smaller is tighter), the Fisher
-# criterion (larger is better separated), the silhouette, and the mean margin to the nearest
-# other-class centre (class means, or the model's own prototypes/centres).
+# criterion (larger is better separated), the silhouette (in $[-1, 1]$, larger is better) and the
+# mean margin to the nearest other-class centre (class means; in the model's own feature units).
+#
+# The models' feature spaces differ (200-d for the small CNN, 1,024-d for LeNet+, 16-d for DRP,
+# different scales), so compare each model with *itself*: how much does the attack degrade its
+# separation? The last column is the silhouette's change.
 
 # %%
-lines = ["| model | intra/inter clean | adversarial | silhouette clean | adversarial |", "|---|---|---|---|---|"]
+lines = ["| model | d | intra/inter clean -> adv | Fisher clean -> adv | silhouette clean -> adv | margin clean -> adv "
+         "| silhouette change |", "|---|---|---|---|---|---|---|"]
+change = {}
 for key in models:
-    feats = explored.features[key][(explored.attacks[0], 0.1)]
+    feats = explored.features[key][("pgd-10", 0.1)]
     clean, adv = separation_metrics(feats.clean, feats.labels), separation_metrics(feats.adversarial, feats.labels)
-    lines.append(f"| {key} | {clean['intra/inter ratio']:.2f} | {adv['intra/inter ratio']:.2f} | "
-                 f"{clean['silhouette']:.2f} | {adv['silhouette']:.2f} |")
+    change[key] = adv["silhouette"] - clean["silhouette"]
+    cells = [f"{clean[m]:.2f} -> {adv[m]:.2f}" for m in ("intra/inter ratio", "Fisher criterion", "silhouette",
+                                                         "mean margin")]
+    lines.append(f"| {key} | {feats.dim} | " + " | ".join(cells) + f" | {change[key]:+.2f} |")
 display(Markdown("\n".join(lines)))
+expect(change["ce"] < change["pgd_at"] - 0.05, "the attack degrades the standard model's separation more than "
+       "PGD-AT's", f"silhouette change: ce {change['ce']:+.2f}, pgd_at {change['pgd_at']:+.2f}")
 
 # %% [markdown]
 # ## Exercises
@@ -146,24 +189,50 @@ display(Markdown("\n".join(lines)))
 #    (`course.train("drp", feat_dim=3)`). Open `viz.prototype_explorer` on it.
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
-# **Solution 1.** For the standard model the crosses leave their class cluster at small eps and
-# land in other clusters (the arrows cross the map); for the adversarially trained model most
-# stay in or near their own cluster up to the training budget. Remember that the map was fitted on
-# clean features: an adversarial point placed "between" clusters may be anywhere in the 200-d space.
+# **Answer 1.** For the standard model the crosses leave their class cluster at small eps and
+# land in other clusters (the arrows cross the map); under FGSM the pseudo-robust `fgsm_at` looks
+# like `pgd_at`, under PGD-10 like `ce`; for the adversarially trained model most crosses stay in
+# or near their own cluster up to the training budget. Remember that the map was fitted on clean
+# features: an adversarial point placed "between" clusters may be anywhere in the 200-d space.
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # @title Solution 2
 for key in models:
-    feats = explored.features[key][(explored.attacks[0], EPS)]
+    feats = explored.features[key][("pgd-10", EPS)]
     pair = np.isin(feats.labels.numpy(), [4, 9])
     kept = (feats.pred_adv[pair] == feats.labels[pair]).float().mean()
-    print(f"{key:<15} 4s and 9s still correct under {explored.attacks[0]} at eps {EPS}: {100 * kept:.0f}%")
+    print(f"{key:<15} 4s and 9s still correct under PGD-10 at eps {EPS}: {100 * kept:.0f}%")
+
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
+# **Answer 2.** Read the list: the adversarially trained models (`pgd_at`, and the others
+# trained with multi-step attacks) keep most 4s and 9s apart; the standard and pseudo-robust
+# models keep none. These two digits are among the closest pairs of MNIST, so they are the first
+# to merge under attack.
 
 # %% tags=["solution", "widget"] jupyter={"source_hidden": true}
 # @title Solution 3
 sphere_model, _ = course.train("drp", feat_dim=3, progress=False)
-viz.prototype_explorer(sphere_model, bundle, attacks=("fgsm",), eps_values=(0.0, 0.1, 0.2), n=200, seed=SEED,
+viz.prototype_explorer(sphere_model, bundle, attacks=("fgsm",), eps_values=(0.0, 0.1, 0.2), n=150, seed=SEED,
                        progress=False, name="drp, d = 3")
+
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
+# **Answer 3.** On the map of the sphere the clean features sit near their prototypes (stars);
+# as eps grows the crosses slide along the sphere towards the *nearest* other prototype, the
+# neighbouring region of the rule.
+
+# %% [markdown]
+# ## Self-check
+#
+# 1. A 2-D map shows two classes overlapping. Can you conclude that they overlap in feature space?
+# 2. Why compare a model's separation metrics clean against adversarial, rather than one model's
+#    silhouette against another's?
+# 3. Under FGSM at $\epsilon = 0.3$, `fgsm_at` keeps most points home. Is it robust?
+#
+# %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
+# **Answers.** 1: no: check the map's trustworthiness, and measure in the feature space (the
+# metrics table). 2: the models' feature spaces have different dimensions and scales; a model's
+# change under attack is comparable, raw values across spaces are not. 3: no: under PGD-10 its
+# points leave their classes; FGSM is the attack it learned to make weak.
 
 # %% [markdown]
 # ## Summary
@@ -171,7 +240,9 @@ viz.prototype_explorer(sphere_model, bundle, attacks=("fgsm",), eps_values=(0.0,
 # * The explorer puts every cached model side by side; all the expensive work is done once.
 # * A 2-D map is a summary with a trustworthiness score; separation metrics in the feature space
 #   itself are the numbers to compare.
-# * The course in one picture: standard and pseudo-robust models let the attack carry points
-#   across classes; adversarial training keeps them home.
+# * The course in one picture: under a multi-step attack, standard and pseudo-robust models let
+#   the attack carry points across classes and adversarial training keeps most of them home;
+#   under FGSM alone the pseudo-robust ones look robust too, which is why the attack must be
+#   named next to every number.
 #
-# Back to the start: [00 · Tour](00_tour.ipynb).
+# Next: [10 · The robustness-accuracy trade-off](10_trades_tradeoff.ipynb).

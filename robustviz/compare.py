@@ -201,26 +201,27 @@ def held_out_table(rows: list[dict]) -> list[str]:
 
 
 def ladder_table(rows: list[dict]) -> list[str]:
-    """Markdown lines: every recipe's attack ladder side by side (accuracy per attack, verified)."""
+    """Markdown lines: every recipe's attack ladder side by side (accuracy per attack, worst case)."""
     first: LadderReport = rows[0]["ladder"]
     attacks = [r.attack for r in first.rows]
     lines = [
         f"## Attack ladder at eps = {first.eps:g} ({first.n} of the test images)",
         "",
-        "Accuracy in percent under each attack on its own; *verified* is the per-sample worst case over "
-        "all of them (a sample counts only if it survived every attack); *gap* is PGD-20 minus verified, "
+        "Accuracy in percent under each attack on its own; *worst case* is the per-sample worst case over "
+        "all of them (a sample counts only if it survived every attack), an upper bound of the true robust "
+        "accuracy, not a certified one; *gap* is PGD-20 minus the worst case, "
         "the robustness that PGD-20 alone would have over-reported. `adaptive` is margin and cross-entropy "
         "PGD on every view of the method's own decision rule (for ClusTR also the hard nearest-centre "
         "rule); AutoAttack `fast` is APGD-CE + APGD-T (no FAB-T, no Square), `standard` the full "
         "RobustBench ensemble. *seconds* is the time of the whole ladder for that model.",
         "",
-        "| method | clean | " + " | ".join(attacks) + " | verified | gap | seconds |",
+        "| method | clean | " + " | ".join(attacks) + " | worst case | gap | seconds |",
         "|" + "---|" * (len(attacks) + 5),
     ]
     for row in rows:
         report: LadderReport = row["ladder"]
         cells = [row["method"], f"{100 * report.clean_acc:.1f}"] + [f"{100 * r.accuracy:.1f}" for r in report.rows]
-        cells += [f"**{100 * report.verified:.1f}**", f"{100 * report.rows[-1].gap:+.1f}",
+        cells += [f"**{100 * report.worst_case:.1f}**", f"{100 * report.rows[-1].gap:+.1f}",
                   f"{sum(r.seconds for r in report.rows):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines

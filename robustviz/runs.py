@@ -17,9 +17,10 @@ Cache keys. A run lives in ``<results>/<method>-<dataset>-<profile>-s<seed>[-n<n
 
 ``setup`` (called by every notebook after its parameters cell) applies the ``ROBUSTVIZ_*``
 environment variables and the profile's defaults to the notebook parameters and returns a
-``Course`` whose ``train``, ``data`` and ``test_split`` use them. The quick profile trains on a
-2,000-image subset in batches of 32 (the keys then end in ``-n2000-x<hash>``); the full profile
-uses the recipes' own settings on all the data, i.e. the same runs as ``robustviz compare``.
+``Course`` whose ``train``, ``data`` and ``test_split`` use them. Both profiles train every
+recipe with its own settings for the profile on all of the course dataset, i.e. exactly the
+runs of ``robustviz compare`` (for the quick profile, the models of docs/results-quick.md);
+``N_TRAIN`` trains on a stratified subset instead (the keys then end in ``-n<size>``).
 
 Example:
     >>> model, history = trained("pgd_at", n_train=2000, val_size=200)  # doctest: +SKIP
@@ -40,18 +41,11 @@ import torch
 from torch import nn
 
 from .data import DataBundle, Split, load, stratified_indices
-from .methods import get as get_recipe
 from .train import History, default_device, train_model
 from .train.checkpoint import META_FILE, read_meta
 
 RUN_FILE = "run.json"
 
-# Quick-profile notebook defaults: a 2,000-image stratified training subset of which 200 are
-# held out for the per-epoch monitor (the recipe's default of 500 would be a quarter of it),
-# trained in batches of 32 (see ``Course.batch_size``).
-QUICK_N_TRAIN = 2000
-QUICK_OVERRIDES: dict = {"val_size": 200}
-QUICK_BATCH_SIZE = 32
 # Evaluation sizes per profile (test images for accuracy, attacks and plots).
 N_EVAL = {"quick": 500, "full": 2000}
 
@@ -184,29 +178,21 @@ class Course:
     """The settings a notebook runs with; ``setup`` builds it.
 
     Attributes:
-        profile: ``"quick"`` (CPU minutes) or ``"full"`` (every training image, the recipes'
-            full-profile settings; meant for a GPU).
+        profile: ``"quick"`` (CPU minutes) or ``"full"`` (the papers' settings; meant for a GPU).
+            Every recipe trains with its own settings for the profile.
         seed, dataset: as in the notebook's parameters cell.
-        n_train: training subset size (``None``: all).
+        n_train: training subset size (``None``: the whole training set).
         n_eval: test images used for evaluations and plots (``N_EVAL``).
         results: the cache root. device: where models train and run.
-        overrides: training settings added to every run on a training subset of ``dataset``
-            (quick profile: ``QUICK_OVERRIDES``).
-        batch_size: on a training subset, recipes that draw their batches from the shuffled
-            training set and use larger ones train with batches of this size instead (``None``:
-            the recipes' own). Same cost per epoch, more updates: on 1,800 images a batch of 128
-            gives only 14 steps per epoch.
     """
 
     profile: str = "quick"
     seed: int = 0
     dataset: str = "mnist-mini"
-    n_train: int | None = QUICK_N_TRAIN
+    n_train: int | None = None
     n_eval: int = N_EVAL["quick"]
     results: Path = field(default_factory=default_results)
     device: torch.device = field(default_factory=default_device)
-    overrides: dict = field(default_factory=dict)
-    batch_size: int | None = None
 
     @property
     def quick(self) -> bool:
@@ -216,11 +202,11 @@ class Course:
         """``quick`` in the quick profile, else ``full`` (e.g. ``course.pick(200, 1000)`` test images)."""
         return quick if self.quick else full
 
-    def data(self, dataset: str | None = None) -> DataBundle:
+    def data(self, dataset: str | None = None, n_train: int | None | str = "course") -> DataBundle:
         """The course dataset with its training subset (another ``dataset``: its default sizes)."""
         if dataset is not None and dataset != self.dataset:
             return load(dataset, seed=self.seed)
-        return load(self.dataset, n_train=self.n_train, seed=self.seed)
+        return load(self.dataset, n_train=self.n_train if n_train == "course" else n_train, seed=self.seed)
 
     def test_split(self, bundle: DataBundle, n: int | None = None) -> Split:
         """A stratified, seeded subset of ``n`` (default ``n_eval``) test samples of ``bundle``."""
@@ -228,18 +214,6 @@ class Course:
         if n >= len(bundle.test):
             return bundle.test
         return bundle.test.subset(stratified_indices(bundle.test.y, n, self.seed))
-
-    def settings(self, method: str, n_train: int | None | str = "course", **overrides) -> dict:
-        """The training settings of ``method`` on the course dataset: the profile's, then ``overrides``."""
-        size = self.n_train if n_train == "course" else n_train
-        if size is None:
-            return dict(overrides)
-        settings = dict(self.overrides)
-        if self.batch_size is not None and _uses_loader_batches(method):
-            family = _family(self.dataset)
-            if family is None or get_recipe(method).config(family, self.profile).batch_size > self.batch_size:
-                settings["batch_size"] = self.batch_size
-        return {**settings, **overrides}
 
     def finished(self, methods: Sequence[str] | None = None, **overrides) -> list[str]:
         """The recipes (of ``methods``, default all) with a finished cached run for these settings
@@ -251,11 +225,12 @@ class Course:
     def train(self, method: str, dataset: str | None = None, progress: bool = True,
               n_train: int | None | str = "course", seed: int | None = None,
               **overrides) -> tuple[nn.Module, History]:
-        """``trained(method, ...)`` with the course's settings; ``overrides`` on top of the profile's.
+        """``trained(method, ...)`` with the course's settings and ``overrides`` (``TrainConfig`` fields).
 
         ``n_train``: ``"course"`` (default) for the course's training-set size, or another size
-        (``None``: all). ``seed``: another seed than the course's (model, run and subset). On
-        another ``dataset`` (e.g. the 2-D toy ``"blobs"``) the recipe's own defaults are used.
+        (``None``: all; e.g. ``2000`` for a cheaper exercise run). ``seed``: another seed than the
+        course's (model, run and subset). On another ``dataset`` (e.g. the 2-D toy ``"blobs"``)
+        the recipe's own defaults are used.
         """
         seed = self.seed if seed is None else seed
         if dataset is not None and dataset != self.dataset:
@@ -263,41 +238,19 @@ class Course:
                            **overrides)
         size = self.n_train if n_train == "course" else n_train
         return trained(method, self.dataset, self.profile, seed, size, self.results, progress, self.device,
-                       **self.settings(method, n_train, **overrides))
+                       **overrides)
 
     def path(self, method: str, n_train: int | None | str = "course", seed: int | None = None,
              **overrides) -> Path:
         """The cache folder ``train`` uses for ``method`` with these arguments."""
         size = self.n_train if n_train == "course" else n_train
         return run_path(method, self.dataset, self.profile, self.seed if seed is None else seed, size, self.results,
-                        **self.settings(method, n_train, **overrides))
+                        **overrides)
 
     def __str__(self) -> str:
         size = "all" if self.n_train is None else f"{self.n_train:,}"
-        batches = f", batches of {self.batch_size}" if self.batch_size and self.n_train is not None else ""
-        return (f"robustviz course: profile {self.profile}, seed {self.seed}, {self.dataset} ({size} training images"
-                f"{batches}; {self.n_eval:,} test images), device {self.device}, runs cached in {self.results}")
-
-
-def _uses_loader_batches(method: str) -> bool:
-    """Whether the recipe's method draws the loader's shuffled batches (ClusTR builds its own)."""
-    from .methods import Method
-
-    make = get_recipe(method).make
-    return not isinstance(make, type) or getattr(make, "batches", Method.batches) is Method.batches
-
-
-def _family(dataset: str) -> str | None:
-    """The dataset family of a known dataset name without loading it (``None`` if unknown)."""
-    from .data import TORCHVISION_SETS
-
-    if dataset == "mnist-mini":
-        return "mnist"
-    if dataset in TORCHVISION_SETS:
-        return TORCHVISION_SETS[dataset][1]
-    if dataset in ("moons", "blobs"):
-        return "toy"
-    return "cifar" if dataset.startswith("folder:") else None
+        return (f"robustviz course: profile {self.profile}, seed {self.seed}, {self.dataset} ({size} training images; "
+                f"{self.n_eval:,} test images), device {self.device}, runs cached in {self.results}")
 
 
 def setup(
@@ -318,7 +271,7 @@ def setup(
 
     Args:
         profile: ``"quick"`` or ``"full"``. seed, dataset: the run's seed and dataset.
-        n_train: training images; ``None`` picks the profile's (quick: 2,000; full: all).
+        n_train: training images; ``None``: all of them.
         n_eval: test images for evaluations; ``None`` picks the profile's (``N_EVAL``).
         results: cache root (default ``default_results()``). device: ``"cpu"``, ``"cuda"``
             (default: CUDA if available).
@@ -332,17 +285,11 @@ def setup(
     dataset = env.get("dataset", dataset)
     if "n_train" in env:
         n_train = None if env["n_train"].lower() in ("all", "none") else int(env["n_train"])
-    elif n_train is None and profile == "quick":
-        n_train = QUICK_N_TRAIN
-    subset = profile == "quick" and n_train is not None
-    quick_overrides = dict(QUICK_OVERRIDES) if subset else {}
     course = Course(
         profile=profile, seed=seed, dataset=dataset, n_train=n_train,
         n_eval=n_eval if n_eval is not None else N_EVAL[profile],
         results=Path(results) if results is not None else default_results(),
         device=torch.device(env.get("device", device)) if env.get("device", device) else default_device(),
-        overrides=quick_overrides,
-        batch_size=QUICK_BATCH_SIZE if subset else None,
     )
     if verbose:
         print(course)

@@ -52,3 +52,21 @@ class TinyBNNet(nn.Module):
 @pytest.fixture
 def bn_net():
     return TinyBNNet()
+
+
+_SESSION_START = __import__("time").time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """After a run that executed notebooks: every notebook's claim checks (robustviz.claims)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "test-artifacts" / "notebooks" / "claims.json"
+    if not path.exists() or path.stat().st_mtime < _SESSION_START:
+        return
+    terminalreporter.section("claim checks per notebook")
+    for name, claims in json.loads(path.read_text()).items():
+        terminalreporter.write_line(f"{name}: {len(claims)} checks")
+        for claim in claims:
+            terminalreporter.write_line(f"  {claim}")

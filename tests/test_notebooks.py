@@ -30,11 +30,12 @@ ARTIFACTS = ROOT / "test-artifacts" / "notebooks"
 COURSE = [
     "00_tour", "01_attacks", "02_adversarial_training", "03_complement_entropy", "04_repulsive_prototypes",
     "05_clustering_magnet", "06_compactness", "07_single_step_regularizers", "08_honest_evaluation",
-    "09_feature_space_explorer",
+    "09_feature_space_explorer", "10_trades_tradeoff",
 ]
 REPOSITORY = "robustviz-org/robustviz"
 COLAB = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/"
 IMAGE = "image/png"
+MIN_CLAIMS = 5  # claim checks (robustviz.claims.expect) per notebook
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -210,19 +211,16 @@ def test_results_default_to_the_checkout_whatever_the_working_directory(monkeypa
 
 
 def test_setup_applies_profile_defaults_and_environment_overrides(monkeypatch, tmp_path):
-    from robustviz.runs import QUICK_N_TRAIN, setup
+    from robustviz.runs import setup
 
     for name in ("PROFILE", "SEED", "DATASET", "N_TRAIN", "RESULTS", "DEVICE"):
         monkeypatch.delenv(f"ROBUSTVIZ_{name}", raising=False)
     quick = setup(results=tmp_path, verbose=False)
-    assert (quick.profile, quick.n_train, quick.n_eval) == ("quick", QUICK_N_TRAIN, 500)
-    assert quick.settings("pgd_at") == {"val_size": 200, "batch_size": 32}
-    assert quick.settings("clustr") == {"val_size": 200}, "ClusTR builds its own batches"
-    assert quick.settings("sat_r1") == {"val_size": 200}, "the SAT recipes already train in batches of 32"
-    assert quick.settings("ce", epochs=2, batch_size=64) == {"val_size": 200, "batch_size": 64, "epochs": 2}
-    assert quick.settings("ce", n_train=None) == {}
+    assert (quick.profile, quick.n_train, quick.n_eval) == ("quick", None, 500)
+    assert quick.path("pgd_at") == tmp_path / "pgd_at-mnist-mini-quick-s0", "the runs of robustviz compare"
+    assert quick.path("pgd_at", n_train=2000, epochs=2).name.startswith("pgd_at-mnist-mini-quick-s0-n2000-x")
     full = setup("full", results=tmp_path, verbose=False)
-    assert (full.n_train, full.n_eval, full.settings("pgd_at")) == (None, 2000, {})
+    assert (full.n_train, full.n_eval) == (None, 2000)
     assert full.path("pgd_at") == tmp_path / "pgd_at-mnist-mini-full-s0"
     assert full.pick(1, 2) == 2 and quick.pick(1, 2) == 1
     monkeypatch.setenv("ROBUSTVIZ_PROFILE", "full")
@@ -280,12 +278,15 @@ def course_cache(tmp_path_factory):
 
 
 def execute(name: str, results: str, timeout: int = 1800):
-    """Run one notebook in the quick profile; returns ``(executed notebook, seconds)``."""
+    """Run one notebook in the quick profile with strict claim checks (a claim of the lesson
+    that does not hold in its own outputs raises); returns ``(executed notebook, seconds)``."""
     from nbclient import NotebookClient
 
+    from robustviz.claims import STRICT_ENV
+
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    saved = {key: os.environ.get(key) for key in ("ROBUSTVIZ_RESULTS", "ROBUSTVIZ_PROFILE")}
-    os.environ.update(ROBUSTVIZ_RESULTS=results, ROBUSTVIZ_PROFILE="quick")
+    saved = {key: os.environ.get(key) for key in ("ROBUSTVIZ_RESULTS", "ROBUSTVIZ_PROFILE", STRICT_ENV)}
+    os.environ.update({"ROBUSTVIZ_RESULTS": results, "ROBUSTVIZ_PROFILE": "quick", STRICT_ENV: "1"})
     started = time.perf_counter()
     try:
         NotebookClient(notebook, timeout=timeout, kernel_name="python3",
@@ -297,6 +298,18 @@ def execute(name: str, results: str, timeout: int = 1800):
             else:
                 os.environ[key] = value
     return notebook, time.perf_counter() - started
+
+
+def claims_checked(notebook) -> list[str]:
+    """Every claim check the executed notebook printed (``robustviz.claims.expect``), in order."""
+    from robustviz.claims import FAIL, PASS
+
+    lines = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            lines += [line for line in text.splitlines() if line.startswith((PASS, FAIL))]
+    return lines
 
 
 def output_types(cell) -> set[str]:
@@ -316,12 +329,40 @@ def test_notebook_runs_in_the_quick_profile(name, course_cache):
     recorded = json.loads(times.read_text()) if times.exists() else {}
     recorded[name] = round(seconds, 1)
     times.write_text(json.dumps(recorded, indent=1))
+    claims = claims_checked(notebook)
+    recorded_claims = ARTIFACTS / "claims.json"
+    all_claims = json.loads(recorded_claims.read_text()) if recorded_claims.exists() else {}
+    all_claims[name] = claims
+    recorded_claims.write_text(json.dumps(all_claims, indent=1, ensure_ascii=False))
+    print(f"\n{name}: {len(claims)} claim checks\n" + "\n".join(claims))
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
         errors = [output for output in cell.outputs if output.get("output_type") == "error"]
-        assert not errors, f"{name} cell {index} raised {errors[0].get('ename')}"
+        assert not errors, (f"{name} cell {index} raised {errors[0].get('ename')}: "
+                            f"{errors[0].get('evalue', '')[:1000]}")
         if "plot" in tags(cell):
             assert IMAGE in output_types(cell), f"{name} cell {index} should plot but shows no image:\n{cell.source}"
         if "widget" in tags(cell):
             assert {IMAGE, WIDGET} & output_types(cell), f"{name} cell {index} should show a widget:\n{cell.source}"
+    assert len(claims) >= MIN_CLAIMS, f"{name}: {len(claims)} claim checks, the course asks for at least {MIN_CLAIMS}"
+
+
+def test_student_notebooks_have_no_solution(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("student_notebooks", ROOT / "scripts" / "student_notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    written = script.main(["--out", str(tmp_path)])
+    assert [path.stem for path in written] == COURSE
+    for name in COURSE:
+        source, _ = read_pair(name)
+        solutions = [cell.source for cell in source.cells if "solution" in tags(cell)]
+        student = nbformat.read(tmp_path / f"{name}.ipynb", as_version=4)
+        text = "\n".join(cell.source for cell in student.cells)
+        assert solutions and not any("solution" in tags(cell) for cell in student.cells)
+        for solution in solutions:
+            assert solution.strip() not in text, f"{name}: solution code left in the student version"
+        assert "## Exercises" in text and script.NOTE in text
+        assert "## Self-check" in text, f"{name}: the self-check questions stay in the student version"

@@ -296,13 +296,25 @@ def test_complement_entropy_histograms(trained_cnn, drp_3d, small_mnist):
     assert entropy_ax.get_legend().get_texts()[0].get_text().startswith("ce (mean")
 
 
-def test_training_curves_from_histories(drp_moons, clustr_moons):
+def test_training_curves_of_several_runs_get_one_panel_per_quantity(drp_moons, clustr_moons):
     fig = viz.plot_training_curves({"drp": drp_moons[1], "clustr": clustr_moons[1]})
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["loss terms", "accuracy", "learning rate"]
-    loss_ax, acc_ax, _ = fig.axes
-    assert {line.get_label() for line in loss_ax.lines} >= {"drp: loss", "drp: cos_loss", "clustr: magnet"}
-    assert len(acc_ax.lines) == 2 * 3 and len(acc_ax.lines[0].get_xdata()) == 10  # train, val clean, val PGD
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["loss", "train_acc", "val_clean_acc", "val_pgd_acc"]
+    for ax in visible:
+        assert [line.get_label() for line in ax.lines] == ["drp", "clustr"] and len(ax.lines[0].get_xdata()) == 10
+    assert not any(ax.get_legend() for ax in visible) and len(fig.legends) == 1  # one legend, outside the data
+
+
+def test_training_curves_of_one_run_with_many_terms_get_a_panel_per_term():
+    from robustviz.train.history import History
+
+    terms = ["loss", "clean_ce", "adv_ce", "lc", "gc", "ent", "vat", "gs"]
+    history = History([{"epoch": e, **{t: 1.0 / (e + i) for i, t in enumerate(terms)}, "val_clean_acc": 0.9,
+                        "val_pgd_acc": 0.5, "lr": 0.1} for e in (1, 2, 3)])
+    fig = viz.plot_training_curves(history)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [*terms, "accuracy", "learning rate"]
+    assert max(len(ax.lines) for ax in visible) <= viz.training_plots.MAX_SERIES
 
 
 def test_training_curves_of_one_run_colour_each_term_and_go_logarithmic_when_terms_differ():

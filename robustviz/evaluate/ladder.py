@@ -6,8 +6,10 @@ restarts, losses that do not saturate (CW margin, DLR), an adaptive attack on th
 method's own decision rule, and AutoAttack. Each row records the accuracy under that
 attack, the per-sample worst case over all rows so far (a sample counts as robust only
 if it survived every attack up to here), the seconds taken, and the gap between the
-reported number and the worst case so far. The last worst case is the *verified*
-robust accuracy: an upper bound of the true one, and the honest number to report.
+reported number and the worst case so far. The last one, the *worst case over attacks*, is an
+upper bound of the true robust accuracy (attacks can only show that a sample breaks; only a
+certificate can show that it does not) and the honest number to report, with the attacks
+that produced it. It is not a *verified* (certified) robust accuracy.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class LadderReport:
     correct: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
-    def verified(self) -> float:
-        """The worst case over every attack: the robust accuracy to report."""
+    def worst_case(self) -> float:
+        """The per-sample worst case over every attack: the robust accuracy to report (an upper bound)."""
         return self.rows[-1].worst_case if self.rows else self.clean_acc
 
     def accuracy(self, attack: str) -> float:
@@ -127,7 +129,7 @@ def ladder(
         progress: show a progress bar.
 
     Returns:
-        a ``LadderReport``; ``report.verified`` is the worst case over all attacks.
+        a ``LadderReport``; ``report.worst_case`` is the worst case over all attacks.
 
     Example:
         >>> report = ladder(model, robustviz.data.load("mnist-mini"), eps=0.3, n=500)  # doctest: +SKIP

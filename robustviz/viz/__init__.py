@@ -16,7 +16,8 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | ``complement`` | ``plot_complement_entropy`` (GCE) |
 | ``training_plots`` | ``plot_training_curves`` |
 | ``images`` | ``plot_image_grid`` (clean and adversarial inputs with labels or predictions) |
-| ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy`` |
+| ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy``, |
+| | ``plot_tradeoff`` |
 | ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets) |
 
 Example:
@@ -39,7 +40,7 @@ from .landscape import (
     plot_loss_along_fgsm,
     plot_loss_landscape,
 )
-from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder
+from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder, plot_tradeoff
 from .projection import PROJECTION_METHODS, Projection, clear_projection_cache, map_trustworthiness, project
 from .separation import margins, plot_separation, separation_metrics
 from .training_plots import plot_training_curves
@@ -49,6 +50,7 @@ __all__ = [
     "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
+    "plot_tradeoff",
     "plot_image_grid",
     "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",
     "plot_gradient_norms", "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",

@@ -93,6 +93,10 @@ def plot_feature_space(
 ) -> Figure:
     """The features themselves, for ``feat_dim`` 2 or 3, with the model's prototypes or centres.
 
+    Normalised 3-D features lie on the unit sphere; they are drawn as a map of it (longitude
+    and latitude, ``sphere_coordinates``), where no point hides behind another and no arrow
+    cuts through the sphere. Unnormalised 3-D features get a 3-D scatter.
+
     Args:
         features: from ``extract``; ``features.dim`` must be 2 or 3.
         model: a prototype (DRP) or cluster (ClusTR) model whose centres to draw
@@ -111,15 +115,25 @@ def plot_feature_space(
         centres, centre_labels, model_normalises = feature_centres(model)
         normalise = model_normalises if normalise is None else normalise
     normalise = bool(normalise)
+    on_sphere = normalise and features.dim == 3
     clean, adversarial = as_plotted(features.clean, normalise), as_plotted(features.adversarial, normalise)
-    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
-    ax = fig.add_subplot(projection="3d" if features.dim == 3 else None)
+    if on_sphere:
+        clean, adversarial = sphere_coordinates(clean), sphere_coordinates(adversarial)
+    fig = Figure(figsize=(7.4, 4.6) if on_sphere else (6.4, 5.6), layout="constrained")
+    ax = fig.add_subplot(projection="3d" if features.dim == 3 and not on_sphere else None)
+    if on_sphere:
+        label_sphere_map(ax)
     draw_points(ax, clean, adversarial, features, max_arrows)
-    if normalise:
+    if on_sphere:
+        ax.set_xlim(-180, 180)  # the scatter may have widened them
+        ax.set_ylim(-90, 90)
+    elif normalise:
         draw_unit_sphere(ax, features.dim)
     if centres is not None:
-        draw_centres(ax, as_plotted(centres, normalise), centre_labels)
-    _label_axes(ax, features.dim, "z / ||z||" if normalise else "z")
+        points = as_plotted(centres, normalise)
+        draw_centres(ax, sphere_coordinates(points) if on_sphere else points, centre_labels)
+    if not on_sphere:
+        _label_axes(ax, features.dim, "z / ||z||" if normalise else "z")
     fig.suptitle(title or _describe(features))
     add_class_legend(fig, ax, features.labels, classes, features.adversarial is not None, centres is not None)
     return fig
@@ -146,8 +160,14 @@ def draw_points(ax: Axes, clean: np.ndarray, adversarial: np.ndarray | None, fea
 
 
 def draw_arrows(ax: Axes, start: np.ndarray, end: np.ndarray):
-    """Grey arrows from ``start`` to ``end`` (``[N, 2]`` or ``[N, 3]``); returns the quiver."""
+    """Grey arrows from ``start`` to ``end`` (``[N, 2]`` or ``[N, 3]``); returns the quiver.
+
+    On a map of the sphere (``sphere_coordinates``) an arrow that crosses the +-180 degree
+    seam is not drawn (it would run across the whole map).
+    """
     delta = end - start
+    if getattr(ax, "sphere_map", False):
+        delta = np.where(np.abs(delta[:, :1]) > 180, 0.0, delta)
     if start.shape[1] == 3:
         return ax.quiver(*start.T, *delta.T, color="0.55", linewidth=0.5, arrow_length_ratio=0.2)
     return ax.quiver(*start.T, *delta.T, angles="xy", scale_units="xy", scale=1, color="0.55",
@@ -177,6 +197,33 @@ def draw_unit_sphere(ax: Axes, dim: int) -> None:
         return
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, 25), np.linspace(0, np.pi, 13))
     ax.plot_wireframe(np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v), color="0.7", lw=0.3)
+
+
+def sphere_coordinates(points: np.ndarray | None) -> np.ndarray | None:
+    """Unit vectors ``[N, 3]`` as ``[N, 2]`` (longitude, latitude) in degrees: the sphere unrolled
+    onto a plane (equirectangular), so that all of it is visible at once.
+
+    Example:
+        >>> sphere_coordinates(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])).round(1).tolist()
+        [[0.0, 0.0], [0.0, 90.0]]
+    """
+    if points is None:
+        return None
+    longitude = np.degrees(np.arctan2(points[:, 1], points[:, 0]))
+    latitude = np.degrees(np.arcsin(np.clip(points[:, 2], -1.0, 1.0)))
+    return np.stack([longitude, latitude], axis=1)
+
+
+def label_sphere_map(ax: Axes) -> None:
+    """Axes of a ``sphere_coordinates`` map: the whole sphere, degrees, an equal-angle grid."""
+    ax.sphere_map = True  # draw_arrows skips arrows across the seam
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.set_xlabel("longitude of z / ||z|| (degrees)")
+    ax.set_ylabel("latitude (degrees)")
+    ax.grid(alpha=0.3)
 
 
 def feature_centres(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:

@@ -48,9 +48,11 @@ from .embedding_plots import (
     draw_unit_sphere,
     embedding_title,
     feature_centres,
+    label_sphere_map,
     misclassified_points,
     plot_embedding,
     plot_feature_space,
+    sphere_coordinates,
 )
 from .extraction import Features, extract
 from .projection import Projection, project
@@ -224,6 +226,8 @@ class _Explorer:
 
     def _set_limits(self, run: str, method: str, attack: str) -> None:
         """Axes limits covering every eps of this run, attack and map, so the view stays put."""
+        if getattr(self.ax, "sphere_map", False):
+            return  # the whole sphere, always
         points = np.concatenate([np.concatenate(self.coordinates(run, method, attack, eps)[:2])
                                  for eps in self.data.eps_values] + self.extra_points())
         low, high = points.min(axis=0), points.max(axis=0)
@@ -272,18 +276,27 @@ class PrototypeExplorer(_Explorer):
         run = data.runs[0]
         self.centres, self.centre_labels, self.normalise = data.centres.get(run, (None, None, False))
         dim = next(iter(data.features[run].values())).dim
-        super().__init__(data, max_arrows, three_d=dim == 3)
+        self.on_sphere = self.normalise and dim == 3  # drawn as a map of the sphere
+        super().__init__(data, max_arrows, three_d=dim == 3 and not self.on_sphere)
         self.projection_selector.disabled = True  # the features are drawn as they are
-        if self.normalise:
+        if self.on_sphere:
+            label_sphere_map(self.ax)
+        elif self.normalise:
             draw_unit_sphere(self.ax, dim)
         if self.centres is not None:
-            draw_centres(self.ax, as_plotted(self.centres, self.normalise), self.centre_labels)
+            draw_centres(self.ax, self.place(as_plotted(self.centres, self.normalise)), self.centre_labels)
         self.update()
 
+    def place(self, points: np.ndarray | None) -> np.ndarray | None:
+        """Points as drawn: on the sphere map for normalised 3-D features, else as they are."""
+        return sphere_coordinates(points) if self.on_sphere else points
+
     def extra_points(self) -> list[np.ndarray]:
-        return [] if self.centres is None else [as_plotted(self.centres, self.normalise)]
+        return [] if self.centres is None else [self.place(as_plotted(self.centres, self.normalise))]
 
     def label_axes(self, run: str, method: str) -> None:
+        if self.on_sphere:
+            return
         symbol = "z / ||z||" if self.normalise else "z"
         for axis, setter in enumerate((self.ax.set_xlabel, self.ax.set_ylabel, getattr(self.ax, "set_zlabel", None))):
             if setter is not None:
@@ -292,7 +305,8 @@ class PrototypeExplorer(_Explorer):
     def coordinates(self, run, method, attack, eps):
         feats = self.data.features[run][(attack, eps)]
         space = "z / ||z|| (the prototype rule's space)" if self.normalise else "features z"
-        return as_plotted(feats.clean, self.normalise), as_plotted(feats.adversarial, self.normalise), space
+        return (self.place(as_plotted(feats.clean, self.normalise)),
+                self.place(as_plotted(feats.adversarial, self.normalise)), space)
 
     def static_figures(self) -> list[Figure]:
         run, _, attack, _ = self.current()

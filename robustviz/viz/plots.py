@@ -15,30 +15,39 @@ from ..evaluate import LadderReport, RobustnessReport
 def plot_accuracy_vs_eps(
     reports: Mapping[str, RobustnessReport], attacks: Sequence[str] | None = None
 ) -> Figure:
-    """Accuracy against eps, one colour per model and one line style per attack.
+    """Accuracy against eps: one panel per attack, one colour per model, with 95 % intervals.
 
     Args:
         reports: ``{model name: RobustnessReport}``.
         attacks: attack names to draw (default: all in the reports, without "worst case").
 
-    The clean accuracy is drawn at eps = 0 for every line.
+    The clean accuracy is drawn at eps = 0 for every line; the shaded band around a line is the
+    Wilson 95 % interval of each accuracy on the report's ``n`` test images.
     """
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.add_subplot()
-    styles = ["-", "--", ":", "-."]
-    for color_index, (model_name, report) in enumerate(reports.items()):
-        budgets = sorted(report.results)
-        names = attacks or [a for a in report.results[budgets[0]] if a != "worst case"]
-        for style, attack in zip(styles * 4, names):
+    from ..evaluate.intervals import wilson_interval
+
+    first = next(iter(reports.values()))
+    names = list(attacks or [a for a in first.results[sorted(first.results)[0]] if a != "worst case"])
+    fig = Figure(figsize=(3.6 * len(names) + 1.8, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
+    for ax, attack in zip(axes, names):
+        for index, (model_name, report) in enumerate(reports.items()):
+            budgets = sorted(report.results)
+            if attack not in report.results[budgets[0]]:
+                continue
+            eps = [0.0] + budgets
             accs = [report.clean_acc] + [report.results[b][attack] for b in budgets]
-            ax.plot([0.0] + budgets, [100 * a for a in accs], style, marker="o",
-                    color=f"C{color_index}", label=f"{model_name}: {attack}")
-    ax.set_xlabel("eps (L-inf, [0, 1] pixel units)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    ax.set_title("Accuracy under attack")
+            low, high = zip(*(wilson_interval(a, report.n) for a in accs))
+            ax.plot(eps, [100 * a for a in accs], marker="o", color=f"C{index % 10}", label=model_name)
+            ax.fill_between(eps, [100 * v for v in low], [100 * v for v in high], color=f"C{index % 10}", alpha=0.15)
+        ax.set_xlabel("eps (L-inf, [0, 1] pixel units)")
+        ax.set_title(attack)
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"accuracy (%), n = {first.n}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.suptitle("Accuracy under attack (bands: 95 % Wilson intervals)")
     return fig
 
 
@@ -102,7 +111,7 @@ def plot_ladder(report: LadderReport) -> Figure:
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 102)
     ax.legend(fontsize="small")
-    ax.set_title(f"Attack ladder at eps = {report.eps:.3g}: verified {100 * report.verified:.1f}%")
+    ax.set_title(f"Attack ladder at eps = {report.eps:.3g}: worst case over attacks {100 * report.worst_case:.1f}%")
     return fig
 
 
@@ -113,7 +122,9 @@ def plot_certified_accuracy(curves: Mapping[str, tuple[Sequence[float], Sequence
     Args:
         curves: ``{model name: (radii, certified accuracies in [0, 1])}``, e.g. from
             ``robustviz.evaluate.certified_accuracy``.
-        unit: the x-axis label (feature-space radius unless divided by a Lipschitz bound).
+        unit: the x-axis label (feature-space radius unless divided by a Lipschitz bound); a
+            feature-space unit says so in the title too: such a radius certifies nothing about
+            the input without a Lipschitz bound of the network.
     """
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
@@ -124,5 +135,38 @@ def plot_certified_accuracy(curves: Mapping[str, tuple[Sequence[float], Sequence
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    ax.set_title("Certified accuracy of the hard nearest-centre rule")
+    ax.set_title("Certified accuracy of the hard nearest-centre rule"
+                 + (" in feature space" if unit.startswith("feature") else ""))
+    return fig
+
+
+def plot_tradeoff(points: Mapping[str, tuple[float, float, int]], robust_label: str = "robust accuracy") -> Figure:
+    """Clean accuracy against robust accuracy, one point per model, with 95 % Wilson intervals.
+
+    Args:
+        points: ``{model name: (clean accuracy, robust accuracy, n test images)}``, in the order
+            to join them (e.g. by increasing TRADES beta).
+        robust_label: the x-axis label (name the attack and eps).
+
+    Example:
+        >>> fig = plot_tradeoff({"beta = 1": (0.97, 0.55, 500), "beta = 6": (0.96, 0.70, 500)})  # doctest: +SKIP
+    """
+    from ..evaluate.intervals import wilson_interval
+
+    fig = Figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    xs, ys = [], []
+    for index, (name, (clean, robust, n)) in enumerate(points.items()):
+        (x_low, x_high), (y_low, y_high) = wilson_interval(robust, n), wilson_interval(clean, n)
+        ax.errorbar(100 * robust, 100 * clean, xerr=[[100 * (robust - x_low)], [100 * (x_high - robust)]],
+                    yerr=[[100 * (clean - y_low)], [100 * (y_high - clean)]], fmt="o", color=f"C{index % 10}",
+                    capsize=3, label=name)
+        xs.append(100 * robust)
+        ys.append(100 * clean)
+    ax.plot(xs, ys, color="0.6", lw=0.8, zorder=0)
+    ax.set_xlabel(f"{robust_label} (%)")
+    ax.set_ylabel("clean accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize="small")
+    ax.set_title("The robustness-accuracy trade-off (bars: 95 % intervals)")
     return fig
