@@ -18,14 +18,17 @@ from .._checks import check_labels
 from ..attacks import pgd
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
+from ..evaluate.robustness import labels_from_scores
 from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
 from ..models import Normalize
 from .checkpoint import (
-    META_FILE,
-    MODEL_FILE,
-    STATE_FILE,
-    load_state,
+    clear_checkpoint,
+    has_checkpoint,
+    read_checkpoint,
     read_meta,
+    refusal,
+    run_differences,
+    run_lock,
     save_checkpoint,
 )
 from .history import History
@@ -41,6 +44,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
     **overrides,
 ) -> History:
     """Train ``model`` in place on ``data`` with a recipe's method and settings.
@@ -63,9 +67,14 @@ def fit(
         method: recipe key (``robustviz.methods.RECIPES``) or a ``Recipe``.
         profile: ``"quick"`` (CPU, minutes) or ``"full"`` (the paper's setting).
         seed: seed for the held-out split, batch order and attacks.
-        checkpoint_dir: if given, a checkpoint is written there after every epoch.
-        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
+        checkpoint_dir: if given, a checkpoint is written there after every epoch (crash-safe,
+            see ``robustviz.train.checkpoint``), and no other process may write there meanwhile.
+        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one; it must be
+            this run (same data, method, profile, seed, model and settings), else ``ValueError``.
         progress: show a ``tqdm`` progress bar with live loss and accuracy.
+        overwrite: replace a checkpoint already in ``checkpoint_dir`` (its folder is emptied
+            first). Without ``resume`` or ``overwrite`` an existing checkpoint is never touched:
+            ``fit`` raises a ``ValueError`` that says which to pass.
 
     Returns:
         the ``History`` (one record per epoch).
@@ -79,7 +88,7 @@ def fit(
     config = recipe.config(data.family, profile, **overrides)
     device = next(model.parameters()).device
     runner = _Run(model, data, recipe, config, profile, seed, device)
-    return runner.train(checkpoint_dir, resume, progress)
+    return runner.train(checkpoint_dir, resume, progress, overwrite)
 
 
 def train_model(
@@ -91,6 +100,7 @@ def train_model(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
     **overrides,
 ) -> tuple[nn.Module, History]:
     """Build the recipe's model for ``data`` (seeded) and ``fit`` it. Returns ``(model, history)``.
@@ -105,7 +115,7 @@ def train_model(
     model = models.build(
         config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim, mean=mean, std=std, seed=seed,
     ).to(default_device() if device is None else device)
-    history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, **overrides)
+    history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, overwrite, **overrides)
     return model, history
 
 
@@ -130,6 +140,28 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def holdout_size(requested: int, available: int, key: str = "fit") -> int:
+    """The held-out batch for ``available`` training samples: ``requested`` (``val_size``), unless
+    that is more than half of them; then a fifth of them, with a warning that says so.
+
+    Example:
+        >>> holdout_size(500, 8000)
+        500
+        >>> holdout_size(500, 300)  # doctest: +SKIP
+        60
+    """
+    if requested <= available // 2:
+        return requested
+    size = available // 5
+    warnings.warn(
+        f"{key}: val_size={requested} would hold out more than half of the {available} training samples "
+        f"(the held-out batch is never trained on); holding out {size} instead. Choose it yourself with "
+        "val_size=... (command line: --set val_size=...), or train on more data.",
+        UserWarning, stacklevel=4,
+    )
+    return size
+
+
 def split_holdout(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     """Split off a stratified, seeded held-out set of ``size`` samples (0: none)."""
     if size <= 0:
@@ -146,6 +178,9 @@ class _Run:
     def __init__(self, model, data, recipe: Recipe, config: TrainConfig, profile, seed, device):
         check_labels(data.train.y, model.num_classes, "training labels")
         warn_about_input_scaling(model, config, data, recipe.key)
+        size = holdout_size(config.val_size, len(data.train), recipe.key)
+        if size != config.val_size:
+            config = replace(config, val_size=size)
         self.model, self.data, self.recipe, self.config = model, data, recipe, config
         self.profile, self.seed, self.device = profile, seed, device
         self.method: Method = recipe.build_method(config, data.eps)
@@ -168,11 +203,32 @@ class _Run:
         self.start_epoch, self.step = 0, 0
         self.best_state: dict | None = None  # weights of the best held-out PGD epoch (for rollback)
 
-    def train(self, checkpoint_dir, resume: bool, progress: bool) -> History:
-        if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / META_FILE).exists():
-            self.restore(Path(checkpoint_dir))
-        elif self.start_epoch == 0:
+    def train(self, checkpoint_dir, resume: bool, progress: bool, overwrite: bool = False) -> History:
+        """Train the remaining epochs; with ``checkpoint_dir``, under its lock and saving every epoch."""
+        if checkpoint_dir is None:
             self.method.setup(self.model, self.train_split)
+            return self.train_epochs(None, progress)
+        with run_lock(checkpoint_dir):
+            if not self.open_checkpoint_dir(Path(checkpoint_dir), resume, overwrite):
+                self.method.setup(self.model, self.train_split)
+            return self.train_epochs(checkpoint_dir, progress)
+
+    def open_checkpoint_dir(self, directory: Path, resume: bool, overwrite: bool) -> bool:
+        """Deal with a checkpoint already in ``directory``: resume it if asked and it is this run,
+        delete it if ``overwrite``, else refuse. Returns whether training resumes from it."""
+        if not has_checkpoint(directory):
+            return False
+        if overwrite:
+            clear_checkpoint(directory)
+            return False
+        saved = read_meta(directory)
+        differences = run_differences(saved, self.meta(0))
+        if resume and not differences:
+            self.restore(directory)
+            return True
+        raise refusal(directory, saved, differences, resume)
+
+    def train_epochs(self, checkpoint_dir, progress: bool) -> History:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress,
                    desc=f"{self.recipe.key} on {self.data.name}", unit="step", dynamic_ncols=True)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -283,7 +339,7 @@ class _Run:
 
     @torch.no_grad()
     def _accuracy(self, x: torch.Tensor) -> float:
-        return float((self.model(x).argmax(1) == self.val_y).float().mean())
+        return float((labels_from_scores(self.model(x)) == self.val_y).float().mean())
 
     def monitor(self) -> dict:
         """Clean and PGD accuracy on the fixed held-out batch (model in eval mode)."""
@@ -320,22 +376,21 @@ class _Run:
     def save(self, directory: Path, epoch: int) -> None:
         state = {"optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
                  "epoch": epoch, "step": self.step}
+        if self.best_state is not None:  # so that a resumed run rolls back to the same epoch
+            state["best"] = self.best_state
         save_checkpoint(directory, self.model, self.meta(epoch), state)
 
     def restore(self, directory: Path) -> None:
-        meta = read_meta(directory)
-        # A setting added after the checkpoint was written counts as its default value.
-        saved = {**TrainConfig().to_dict(), **meta["config"]}
-        if meta["method"] != self.recipe.key or saved != self.config.to_dict():
-            raise ValueError(
-                f"the checkpoint in {directory} was trained with different settings "
-                f"({meta['method']}); use another checkpoint_dir or resume=False"
-            )
-        self.model.load_state_dict(load_state(directory / MODEL_FILE, self.device))
-        state = load_state(directory / STATE_FILE, self.device)
+        """Continue from the checkpoint in ``directory`` (``open_checkpoint_dir`` checked it is this run)."""
+        meta, weights, state = read_checkpoint(directory, self.device)
+        if state is None:
+            raise ValueError(f"{directory} holds a model without its training state (train_state.pt), so it "
+                             "cannot be resumed; train into another folder or pass overwrite=True")
+        self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_state = state.get("best")
         self.history = History(meta["history"])
 
 
