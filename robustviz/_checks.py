@@ -77,14 +77,16 @@ def check_eps(eps: float, name: str = "eps", norm: str = "linf", dim: int | None
         largest = dim ** 0.5 if dim else float("inf")
         if eps > largest:
             raise ValueError(
-                f"L2 {name}={eps:g} is larger than the diagonal of the [0, 1] box ({largest:.4g}); robustviz "
-                f"measures eps in [0, 1] pixel units. If you meant {eps:g}/255, pass {name}={eps / 255:.5f}."
+                f"{name}={eps:g} is larger than {largest:.4g}, the diagonal of the [0, 1] box (the largest L2 "
+                f"distance between two inputs); robustviz measures eps in [0, 1] pixel units. If you meant "
+                f"{eps:g}/255, pass {name}={eps / 255:.5f}."
             )
         return eps
     if eps > 1:
+        advice = f"{name} {eps / 255:.5f}" if name.startswith("--") else f"{name}={eps:g}/255 = {eps / 255:.5f}"
         raise ValueError(
             f"{name}={eps:g} is larger than 1, but robustviz measures eps in [0, 1] pixel units. "
-            f"If you meant {eps:g}/255, pass {name}={eps:g}/255 = {eps / 255:.5f}."
+            f"If you meant {eps:g}/255, pass {advice}."
         )
     return eps
 

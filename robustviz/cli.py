@@ -23,6 +23,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 USER_ERROR_EXIT, INTERRUPTED_EXIT = 2, 130
@@ -38,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return USER_ERROR_EXIT
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            if not args.debug:
+                warnings.showwarning = _show_warning
+            return args.run(args)
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -49,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"robustviz {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line for the command line, without the source line Python shows."""
+    print(f"robustviz: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def is_user_error(err: BaseException) -> bool:

@@ -237,7 +237,7 @@ def read_meta(directory: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(
             f"{path} is not valid JSON ({err}); the file was truncated or edited. Train the run again "
-            "(command line: --overwrite) or restore the folder from a copy."
+            "(robustviz train ... --overwrite) or restore the folder from a copy."
         ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} does not hold a robustviz checkpoint's metadata (a JSON object)")
@@ -289,7 +289,7 @@ def _read_verified(directory: Path, name: str, meta: dict, device) -> dict | Non
         if name == STATE_FILE and expected is None:
             return None
         raise CheckpointError(f"{path} is missing; the checkpoint in {directory} is incomplete. Train the run "
-                              "again (command line: --overwrite) or restore the folder from a copy.") from None
+                              "again (robustviz train ... --overwrite) or restore the folder from a copy.") from None
     if expected is not None and hashlib.sha256(data).hexdigest() != expected["sha256"]:
         if _commit_changed(directory, meta):
             raise _ChangedWhileReading
@@ -297,7 +297,7 @@ def _read_verified(directory: Path, name: str, meta: dict, device) -> dict | Non
             f"refused: {path} is not the file {directory / META_FILE} describes ({len(data):,} bytes where "
             f"{expected['bytes']:,} were written, and a different SHA-256): it was truncated, replaced or copied "
             "from another run, so its weights are not the ones the metadata describes. Train the run again "
-            "(command line: --overwrite) or restore the whole folder from a copy."
+            "(robustviz train ... --overwrite) or restore the whole folder from a copy."
         )
     return _load_bytes(data, path, device)
 
@@ -325,7 +325,7 @@ def _load_bytes(data: bytes, path: Path, device) -> dict:
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     raise CheckpointError(
         f"{path} is not a readable checkpoint file ({len(data):,} bytes; {reason}); it is empty, truncated or "
-        "not a checkpoint at all. Train the run again (command line: --overwrite) or restore the folder."
+        "not a checkpoint at all. Train the run again (robustviz train ... --overwrite) or restore the folder."
     )
 
 
@@ -369,8 +369,8 @@ def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -
         raise CheckpointError(
             f"the weights in {directory / MODEL_FILE} do not fit the model {directory / META_FILE} describes "
             f"({arch.get('name')}, {arch.get('num_classes')} classes, {arch.get('in_channels')} input channels): "
-            f"{str(err).splitlines()[-1].strip()}. The files come from different runs; train the run again or "
-            "restore the folder."
+            f"{str(err).splitlines()[-1].strip().rstrip('.')}. The files come from different runs; train the run "
+            "again or restore the folder."
         ) from None
     return model.to(device).eval(), meta
 
@@ -421,9 +421,9 @@ def refusal(directory: Path, saved: dict, differences: list[str], resume: bool) 
     if differences:
         return CheckpointError(f"{directory} already holds another run ({progress}; it differs in "
                                f"{'; '.join(differences)}). To keep it, {elsewhere}; or {replace}.")
-    done = " (it is finished: that only loads it)" if saved.get("epoch") == saved.get("epochs") else ""
+    done = "; it is finished, so that only loads it" if saved.get("epoch") == saved.get("epochs") else ""
     return CheckpointError(f"{directory} already holds this run ({progress}). Continue it with resume=True "
-                           f"(command line: --resume){done}, {elsewhere}, or {replace} to train it again from "
+                           f"(command line: --resume{done}), {elsewhere}, or {replace} to train it again from "
                            "scratch.")
 
 

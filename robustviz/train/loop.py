@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._checks import check_labels
+from .._checks import check_device, check_labels
 from ..attacks import pgd
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
@@ -114,7 +114,7 @@ def train_model(
     mean, std = input_statistics(config, data)
     model = models.build(
         config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim, mean=mean, std=std, seed=seed,
-    ).to(default_device() if device is None else device)
+    ).to(check_device(device))
     history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, overwrite, **overrides)
     return model, history
 
@@ -208,23 +208,26 @@ class _Run:
         if checkpoint_dir is None:
             self.method.setup(self.model, self.train_split)
             return self.train_epochs(None, progress)
-        with run_lock(checkpoint_dir):
-            if not self.open_checkpoint_dir(Path(checkpoint_dir), resume, overwrite):
+        directory = Path(checkpoint_dir)
+        self.resumes_from(directory, resume, overwrite)  # a refusal leaves the folder untouched, lock included
+        with run_lock(directory):
+            if self.resumes_from(directory, resume, overwrite):  # again: another writer may have finished
+                self.restore(directory)
+            else:
+                if overwrite and has_checkpoint(directory):
+                    clear_checkpoint(directory)
                 self.method.setup(self.model, self.train_split)
-            return self.train_epochs(checkpoint_dir, progress)
+            return self.train_epochs(directory, progress)
 
-    def open_checkpoint_dir(self, directory: Path, resume: bool, overwrite: bool) -> bool:
-        """Deal with a checkpoint already in ``directory``: resume it if asked and it is this run,
-        delete it if ``overwrite``, else refuse. Returns whether training resumes from it."""
-        if not has_checkpoint(directory):
-            return False
-        if overwrite:
-            clear_checkpoint(directory)
+    def resumes_from(self, directory: Path, resume: bool, overwrite: bool) -> bool:
+        """Whether training continues the checkpoint in ``directory``: only with ``resume`` and
+        when it is this run. Raises the refusal (``checkpoint.refusal``) when there is a checkpoint
+        that is neither to be resumed nor overwritten."""
+        if overwrite or not has_checkpoint(directory):
             return False
         saved = read_meta(directory)
         differences = run_differences(saved, self.meta(0))
         if resume and not differences:
-            self.restore(directory)
             return True
         raise refusal(directory, saved, differences, resume)
 
