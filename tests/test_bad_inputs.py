@@ -532,6 +532,7 @@ def test_no_failing_command_changes_the_run_it_was_pointed_at(workspace, cli_res
     try:
         for args in failing:
             assert main(args) == 2, args
+        assert main(["train", *GOOD_RUN, "--resume"]) == 0  # a finished run, resumed: only read
     finally:
         os.chdir(cwd)
     with pytest.raises(ValueError, match="different settings"):
@@ -541,6 +542,12 @@ def test_no_failing_command_changes_the_run_it_was_pointed_at(workspace, cli_res
     assert not any((workspace / name / "PWNED").exists() for name in ("evil", "evil-old-format"))
     model, meta = load_checkpoint(good)
     assert meta["epoch"] == 2
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    for args in (["train", "--eps", "8", "--debug"], ["--debug", "train", "--eps", "8"]):
+        result = run_cli(args, tmp_path)
+        assert result.returncode != 0 and "Traceback" in result.stderr and "ValueError: --eps=8" in result.stderr
 
 
 def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path):

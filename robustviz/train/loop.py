@@ -209,7 +209,10 @@ class _Run:
             self.method.setup(self.model, self.train_split)
             return self.train_epochs(None, progress)
         directory = Path(checkpoint_dir)
-        self.resumes_from(directory, resume, overwrite)  # a refusal leaves the folder untouched, lock included
+        if self.resumes_from(directory, resume, overwrite) and is_complete(read_meta(directory)):
+            self.restore(directory)  # a finished run is only read: no lock taken, nothing written
+            return self.train_epochs(None, progress)
+        # (a refusal above leaves the folder untouched, lock file included)
         with run_lock(directory):
             if self.resumes_from(directory, resume, overwrite):  # again: another writer may have finished
                 self.restore(directory)
@@ -287,6 +290,8 @@ class _Run:
         """Restore the best held-out PGD epoch's weights (``rollback=True``); re-save the checkpoint."""
         if self.best_state is None or self.best_state["epoch"] == self.history.last.get("epoch"):
             return
+        if self.history.last.get("rolled_back_to_epoch") == self.best_state["epoch"]:
+            return  # a finished run, resumed: rolled back already
         self.model.load_state_dict(self.best_state["model"])
         self.history.last["rolled_back_to_epoch"] = self.best_state["epoch"]
         if checkpoint_dir is not None:
@@ -384,7 +389,7 @@ class _Run:
         save_checkpoint(directory, self.model, self.meta(epoch), state)
 
     def restore(self, directory: Path) -> None:
-        """Continue from the checkpoint in ``directory`` (``open_checkpoint_dir`` checked it is this run)."""
+        """Continue from the checkpoint in ``directory`` (``resumes_from`` checked that it is this run)."""
         meta, weights, state = read_checkpoint(directory, self.device)
         if state is None:
             raise ValueError(f"{directory} holds a model without its training state (train_state.pt), so it "
@@ -395,6 +400,11 @@ class _Run:
         self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best_state = state.get("best")
         self.history = History(meta["history"])
+
+
+def is_complete(meta: dict) -> bool:
+    """Whether a checkpoint's metadata is that of a finished run (its last epoch is its final one)."""
+    return int(meta.get("epoch", 0)) >= int(meta.get("epochs", 1))
 
 
 def warn_about_input_scaling(model: nn.Module, config: TrainConfig, data: DataBundle, key: str) -> None:
