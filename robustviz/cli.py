@@ -290,6 +290,8 @@ def run_train_command(args) -> int:
     recipe.config(bundle.family, args.profile, **overrides)  # every setting checked before anything is written
     out = Path(args.out) if args.out else run_path(args.method, args.dataset, args.profile, args.seed,
                                                    args.n_train, default_results(), **overrides)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; a run is a folder: choose another --out")
     args.checkpoint_dir = out
     if args.resume and not has_checkpoint(out):
         print(f"--resume: no checkpoint in {out} yet, starting from the first epoch", file=sys.stderr)

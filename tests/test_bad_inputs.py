@@ -458,6 +458,7 @@ CLI_CASES = [
     ("train-device-cuda-without-gpu", ["train", "--device", "cuda"], "no CUDA GPU"),
     ("train-device-gpu", ["train", "--device", "gpu"], "unknown device 'gpu'"),
     ("train-unknown-method", ["train", "--method", "nope"], "unknown method 'nope'"),
+    ("train-out-is-a-file", ["train", "--dataset", "blobs", "--out", "a-file"], "a run is a folder"),
     ("train-n-train-too-large", ["train", "--n-train", "9000"], "in 1..8000"),
     ("train-missing-folder-dataset", ["train", "--dataset", "folder:nowhere"], "needs a train/ subfolder"),
     ("train-unreadable-images", ["train", "--dataset", "folder:unreadable-images"], "none of the 2 image files"),
