@@ -29,10 +29,10 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import secrets
 import socket
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -310,23 +310,29 @@ def _commit_changed(directory: Path, meta: dict) -> bool:
 
 
 def _load_bytes(data: bytes, path: Path, device) -> dict:
-    """``torch.load(weights_only=True)`` of ``data`` read from ``path``, with errors that say what it means."""
+    """``torch.load(weights_only=True)`` of ``data`` read from ``path``, with errors that say what it means.
+
+    torch's own message for a refused file suggests ``weights_only=False``, which would run
+    whatever code the file holds; it is never passed on.
+    """
     try:
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - whatever torch raises, the file cannot be used
+        text = str(err)
+        if "GLOBAL" in text:  # the pickle names a Python function or class to call on load
             raise CheckpointError(
                 f"refused: {path} is not a robustviz checkpoint. It holds Python objects that robustviz never "
                 "saves, and loading them could run code on this machine, so it was not loaded. Use a checkpoint "
                 "folder written by robustviz (train, fit or trained)."
             ) from None
-        reason = str(err)
-    except Exception as err:  # noqa: BLE001 - whatever torch raises, the file cannot be read
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    raise CheckpointError(
-        f"{path} is not a readable checkpoint file ({len(data):,} bytes; {reason}); it is empty, truncated or "
-        "not a checkpoint at all. Train the run again (robustviz train ... --overwrite) or restore the folder."
-    )
+        reason = ("torch's safe loader found no plain tensors in it" if "weights_only" in text.lower().replace(" ", "_")
+                  else f"{type(err).__name__}: {text.splitlines()[0] if text else 'no data'}")
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint file ({len(data):,} bytes; {reason}); it is empty, truncated "
+            "or not a checkpoint at all. Train the run again (robustviz train ... --overwrite) or restore the folder."
+        ) from None
 
 
 def load_checkpoint(directory: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
