@@ -1,9 +1,11 @@
 """``compare``: train every recipe (or reuse its cached checkpoint) and tabulate robustness.
 
-Trained models are cached under ``results/<method>-<dataset>-<profile>-s<seed>/``: a
-finished checkpoint with the same settings is reused instead of retrained (``fit`` with
-``resume=True`` finds nothing left to do), and each evaluation is stored next to it under
-a name derived from the evaluation settings, so a repeated call only rebuilds the table.
+Trained models are cached under ``<results>/<method>-<dataset>-<profile>-s<seed>/`` (the
+run cache of ``robustviz.runs``; ``results`` defaults to ``runs.default_results()``): a
+finished checkpoint of the same run is reused instead of retrained (``fit`` with
+``resume=True`` finds nothing left to do), a checkpoint of another run in that folder (other
+data, settings or seed) is refused with a sentence, and each evaluation is stored next to it
+under a name derived from the evaluation settings, so a repeated call only rebuilds the table.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import torch
 from . import __version__, methods
 from .data import load, stratified_indices
 from .evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
+from .runs import default_results, run_path
 from .train import train_model
 
 
-def run_dir(results: str | Path, method: str, dataset: str, profile: str, seed: int) -> Path:
-    """The cache folder of one trained model."""
-    tag = dataset.replace("folder:", "folder-").replace("/", "_")
-    return Path(results) / f"{method}-{tag}-{profile}-s{seed}"
+def run_dir(results: str | Path | None, method: str, dataset: str, profile: str, seed: int) -> Path:
+    """The cache folder of one recipe's default run on the whole training set (``runs.run_path``)."""
+    return run_path(method, dataset, profile, seed, results=results)
 
 
 def evaluation_filename(n_eval: int, eps: Sequence[float], attacks: Sequence[str], seed: int) -> str:
@@ -43,11 +45,13 @@ def compare(
     n_eval: int = 1000,
     eps: Sequence[float] = (0.1, 0.2, 0.3),
     attacks: Sequence[str] = ("fgsm", "pgd-20"),
-    results: str | Path = "results",
+    results: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
     ladder_level: str | None = None,
     ladder_n: int = 500,
+    root: str | Path | None = "data",
+    download: bool = False,
 ) -> list[dict]:
     """Train (or load) each recipe on ``dataset`` and evaluate it on ``n_eval`` test images.
 
@@ -58,9 +62,15 @@ def compare(
     "history", "config", "ladder"}``, where ``train_seconds`` is the sum of the per-epoch times
     recorded in the history (training plus the per-epoch held-out monitoring), ``config`` the
     recipe's ``TrainConfig`` and ``ladder`` a ``LadderReport`` or ``None``.
+
+    ``results`` is the run cache (default ``runs.default_results()``); ``root`` and ``download``
+    go to ``robustviz.data.load``.
     """
     keys = list(method_keys) if method_keys else list(methods.RECIPES)
-    bundle = load(dataset, seed=seed)
+    for key in keys:
+        methods.get(key)  # an unknown key fails now, not after the first recipes have trained
+    results = default_results() if results is None else Path(results)
+    bundle = load(dataset, root=root, download=download, seed=seed)
     test = bundle.test.subset(stratified_indices(bundle.test.y, min(n_eval, len(bundle.test)), seed))
     rows = []
     for key in keys:

@@ -7,7 +7,7 @@ FGSM and PGD-20 accuracy at eps 0.1, 0.2 and 0.3, and writes to ``out``:
 * ``accuracy_vs_eps.png``: accuracy under attack against eps for both models;
 * ``features_pca.png``: 2-D PCA of the features of 300 test images, clean and
   adversarial (PGD-20, eps 0.3);
-* ``ce/``, ``pgd_at/``: the checkpoints.
+* ``ce/``, ``pgd_at/``: the checkpoints (a new demo in the same folder replaces them).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def run_demo(
     for method in DEMO_METHODS:
         t0 = time.perf_counter()
         model, history = train_model(method, bundle, "quick", seed, device=device,
-                                     checkpoint_dir=out / method, progress=progress, **overrides)
+                                     checkpoint_dir=out / method, progress=progress, overwrite=True, **overrides)
         timings[f"train_{method}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         reports[method] = evaluate_robustness(model, test.x, test.y, DEMO_EPS, DEMO_ATTACKS,

@@ -147,22 +147,14 @@ def trained(
         ``(model, history)``: the model in eval mode on ``device``, the per-epoch history.
 
     Raises:
-        ValueError: if the cached checkpoint was trained on a training set of another size
-            (or with other settings: ``fit`` refuses to resume it).
+        ValueError: if the cached checkpoint is not this run (another training set, method,
+            profile, seed or settings: ``fit`` refuses to resume it and says what differs).
     """
     directory = run_path(method, dataset, profile, seed, n_train, results, **overrides)
     bundle = data if data is not None else load(dataset, n_train=n_train, seed=seed)
     if n_train is not None and len(bundle.train) != n_train:
         raise ValueError(f"data has {len(bundle.train)} training samples but n_train={n_train}")
     finished = is_finished(directory)
-    if (directory / META_FILE).exists():
-        saved = read_meta(directory)["dataset"]
-        if saved.get("n_train") != len(bundle.train) or saved.get("name") != bundle.name:
-            raise ValueError(
-                f"the run cached in {directory} was trained on {saved.get('name')} with {saved.get('n_train')} "
-                f"training samples, not {bundle.name} with {len(bundle.train)}; delete the folder or pass "
-                "another results= folder"
-            )
     device = default_device() if device is None else torch.device(device)
     model, history = train_model(method, bundle, profile, seed, device=device, checkpoint_dir=directory,
                                  resume=True, progress=progress and not finished, **overrides)

@@ -93,6 +93,34 @@ def test_resume_after_interruption_gives_identical_weights(tiny_mnist, tmp_path,
         assert torch.equal(a, b), name
 
 
+def test_a_resumed_run_rolls_back_to_the_same_best_epoch(tmp_path, monkeypatch):
+    blobs = data.load("blobs", n_train=300, n_test=20, seed=0)
+    settings = dict(epochs=8, val_size=50, rollback=True, lr=0.5, eps=0.1, progress=False, device="cpu")
+    reference, history = train_model("ce", blobs, **settings)
+    assert history.last["rolled_back_to_epoch"] == 6  # these settings' best held-out epoch is not the last
+
+    original_step = fit_module._Run.train_step
+    calls = {"n": 0}
+
+    def interrupted_step(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 4 * 6 + 2:  # in epoch 7 (4 steps per epoch), after the best epoch was saved
+            raise KeyboardInterrupt
+        return original_step(self, x, y)
+
+    monkeypatch.setattr(fit_module._Run, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("ce", blobs, checkpoint_dir=tmp_path, **settings)
+    monkeypatch.setattr(fit_module._Run, "train_step", original_step)
+    resumed, resumed_history = train_model("ce", blobs, checkpoint_dir=tmp_path, resume=True, **settings)
+    assert resumed_history.last["rolled_back_to_epoch"] == 6
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    stamp = (tmp_path / "meta.json").read_bytes()
+    train_model("ce", blobs, checkpoint_dir=tmp_path, resume=True, **settings)  # finished: only read
+    assert (tmp_path / "meta.json").read_bytes() == stamp
+
+
 def test_resume_refuses_a_checkpoint_with_other_settings(tiny_mnist, tmp_path):
     fit(build(tiny_mnist), tiny_mnist, "ce", steps=2, val_size=100, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="different settings"):

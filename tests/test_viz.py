@@ -200,9 +200,14 @@ def test_plot_feature_space_3d_and_the_feat_dim_check(drp_3d, small_mnist, cnn_f
     model, _ = drp_3d
     feats = viz.extract(model, small_mnist, attack="fgsm", eps=0.2, n=100)
     fig = viz.plot_feature_space(feats, model=model)
-    (ax,) = fig.axes
-    assert ax.name == "3d" and ax.get_zlabel() == "z / ||z|| [2]"
+    (ax,) = fig.axes  # normalised 3-D features: a map of the sphere, not a 3-D scatter
+    assert ax.name != "3d" and ax.get_xlim() == (-180, 180) and ax.get_ylim() == (-90, 90)
+    assert "longitude" in ax.get_xlabel()
     fig.savefig(__import__("io").BytesIO(), format="png")
+    on_sphere = viz.embedding_plots.sphere_coordinates(viz.embedding_plots.as_plotted(feats.clean, True))
+    assert ((-180 <= on_sphere[:, 0]) & (on_sphere[:, 0] <= 180) & (abs(on_sphere[:, 1]) <= 90)).all()
+    raw = viz.plot_feature_space(feats, model=model, normalise=False).axes[0]
+    assert raw.name == "3d" and raw.get_zlabel() == "z [2]"
     with pytest.raises(ValueError, match="feat_dim 2 or 3, got 200"):
         viz.plot_feature_space(cnn_features)
 
@@ -414,14 +419,15 @@ def test_prototype_explorer_moves_points_around_the_prototypes(drp_moons, moons,
         viz.prototype_explorer(trained_cnn, moons)
 
 
-def test_prototype_explorer_in_3d(drp_3d, small_mnist):
+def test_prototype_explorer_in_3d_draws_the_sphere_as_a_map(drp_3d, small_mnist):
     ex = viz.prototype_explorer(drp_3d[0], small_mnist, eps_values=(0.0, 0.3), n=60, progress=False)
-    assert ex.ax.name == "3d" and ex.ax.get_zlabel() == "z / ||z|| [2]"
-    before = np.array(ex.artists.adversarial._offsets3d)
+    assert ex.ax.name != "3d" and ex.ax.get_xlim() == (-180, 180) and "longitude" in ex.ax.get_xlabel()
+    before = np.array(ex.artists.adversarial.get_offsets())
     ex.eps_slider.value = 0.0
-    after = np.array(ex.artists.adversarial._offsets3d)
-    assert before.shape == after.shape == (3, 60) and not np.allclose(before, after)
-    np.testing.assert_allclose(after, np.array(ex.artists.clean._offsets3d))
+    after = np.array(ex.artists.adversarial.get_offsets())
+    assert before.shape == after.shape == (60, 2) and not np.allclose(before, after)
+    np.testing.assert_allclose(after, np.array(ex.artists.clean.get_offsets()))
+    assert ex.ax.get_xlim() == (-180, 180)  # the whole sphere stays in view
 
 
 def test_image_grid_shows_grey_and_colour_images_with_their_labels():

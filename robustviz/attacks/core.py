@@ -15,7 +15,7 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
-from .._checks import check_batch, check_eps, check_images, check_labels
+from .._checks import check_batch, check_eps, check_inputs
 from .losses import AttackLoss
 
 NORMS = ("linf", "l2")
@@ -94,15 +94,13 @@ def checked_inputs() -> Iterator[None]:
 def prepare_inputs(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str = "linf"
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Check the contract (``eps`` for the given norm) and move ``x``, ``y`` to the model's device and dtype."""
-    trusted = _INPUTS_CHECKED.get()
-    if not trusted:
-        check_images(x)
+    """Check the contract (``check_inputs``, or only the batch sizes inside ``checked_inputs``;
+    ``eps`` for the given norm) and move ``x``, ``y`` to the model's device and dtype."""
+    if _INPUTS_CHECKED.get():
+        check_batch(x, y)
+    else:
+        check_inputs(model, x, y)
     eps = check_eps(eps, norm=norm, dim=x[0].numel() if x.shape[0] else None)
-    check_batch(x, y)
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is not None and not trusted:
-        check_labels(y, num_classes)
     device, dtype = model_device_dtype(model)
     return x.detach().to(device=device, dtype=dtype), y.to(device), eps
 
@@ -113,7 +111,8 @@ def input_gradient(
     """Gradient of ``sum_i loss_fn(model(x_adv), y)_i`` with respect to ``x_adv``.
 
     Only the input gradient is computed: parameter gradients are neither computed nor
-    accumulated into ``.grad``.
+    accumulated into ``.grad``. Entries that are NaN or infinite (a model that outputs NaN)
+    become 0, so an attack on such a model stays where it is instead of leaving [0, 1].
 
     Returns:
         ``(grad, scores)``: the gradient (shape of ``x_adv``) and the detached scores
@@ -126,7 +125,7 @@ def input_gradient(
         if loss.shape != y.shape:
             raise ValueError(f"attack loss must return one value per sample [B], got {tuple(loss.shape)}")
         (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-    return grad, scores.detach()
+    return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0), scores.detach()
 
 
 def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -75,6 +75,10 @@ def load(
 
 def take_subsets(bundle: DataBundle, n_train: int | None, n_test: int | None, seed: int) -> DataBundle:
     """Replace the bundle's splits by stratified seeded subsets where sizes are given."""
+    for name, size, split in (("n_train", n_train, bundle.train), ("n_test", n_test, bundle.test)):
+        if size is not None and not 1 <= size <= len(split):
+            raise ValueError(f"{name}={size}, but {bundle.name} has {len(split)} {name[2:]} samples; pass a number "
+                             f"in 1..{len(split)} (or leave it out for all of them)")
     if n_train is not None and n_train != len(bundle.train):
         bundle.train = bundle.train.subset(stratified_indices(bundle.train.y, n_train, seed))
     if n_test is not None and n_test != len(bundle.test):

@@ -81,9 +81,12 @@ def _torchvision_split(dataset) -> Split:
 def load_folder(path: str | Path) -> DataBundle:
     """Load an ImageFolder tree ``path/{train,test}/<class>/*`` fully into memory.
 
-    Images are read with PIL, converted to RGB (or kept grayscale if every image is
-    grayscale) and must all have the same size. Mean/std are measured on ``train``.
-    Meant for small datasets such as the CIFAR-10 JPEG archive.
+    Images are read with PIL. If every image is grayscale they stay one-channel; otherwise
+    every image is converted to RGB (grayscale ones by repeating their channel), so a folder
+    of mixed grayscale and colour images loads as RGB. All images must have the same size.
+    A file PIL cannot read (truncated, corrupt, not an image) is skipped with a warning that
+    counts and names the skipped files. Mean/std are measured on ``train``. Meant for small
+    datasets such as the CIFAR-10 JPEG archive.
     """
     from torchvision.datasets import ImageFolder
 
@@ -95,6 +98,8 @@ def load_folder(path: str | Path) -> DataBundle:
     if train_set.classes != test_set.classes:
         raise ValueError(f"train/ and test/ of {root} have different class folders")
     train, test = _read_image_folder(train_set), _read_image_folder(test_set)
+    if train.x.shape[1] != test.x.shape[1]:  # one split all grayscale, the other with colour
+        train, test = _as_rgb(train), _as_rgb(test)
     mean, std = channel_stats(train.x)
     return DataBundle(
         name=f"folder:{root}", train=train, test=test, classes=list(train_set.classes),
@@ -103,22 +108,49 @@ def load_folder(path: str | Path) -> DataBundle:
     )
 
 
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def _read_image_folder(dataset) -> Split:
-    from PIL import Image
+    """Every readable image of an ``ImageFolder`` as a ``Split`` (grayscale only if all are)."""
+    from PIL import Image, UnidentifiedImageError
     from tqdm.auto import tqdm
 
-    arrays, labels = [], []
+    arrays, labels, skipped = [], [], []
     for file, label in tqdm(dataset.samples, desc=f"reading {Path(dataset.root).name}", leave=False):
-        with Image.open(file) as img:
-            mode = "L" if img.mode in ("L", "1", "I;16") else "RGB"
-            arrays.append(np.asarray(img.convert(mode)))
+        try:
+            with Image.open(file) as img:
+                arrays.append(np.asarray(img.convert("L" if img.mode in GRAYSCALE_MODES else "RGB")))
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:  # PIL's errors for unreadable files
+            skipped.append((file, err))
+            continue
         labels.append(label)
+    if skipped:
+        _warn_skipped(dataset.root, skipped, len(dataset.samples))
+    if any(a.ndim == 3 for a in arrays):
+        arrays = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     sizes = {a.shape for a in arrays}
     if len(sizes) != 1:
-        raise ValueError(f"images in {dataset.root} differ in size/mode: {sorted(sizes)[:4]}")
+        raise ValueError(f"images in {dataset.root} differ in size: {sorted(sizes)[:4]}; resize them to one size")
     x = torch.from_numpy(np.stack(arrays))
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
     return Split(x.contiguous().float().div_(255.0), torch.tensor(labels, dtype=torch.int64))
+
+
+def _warn_skipped(root, skipped: list, total: int) -> None:
+    """Warn about unreadable image files (or raise when none of ``total`` could be read)."""
+    import warnings
+
+    names = ", ".join(str(file) for file, _ in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    if len(skipped) == total:
+        raise ValueError(f"none of the {total} image files in {root} could be read (e.g. {names}: {skipped[0][1]})")
+    warnings.warn(f"skipped {len(skipped)} of {total} image files in {root} that PIL cannot read ({names}); "
+                  "delete or replace them to silence this warning", UserWarning, stacklevel=3)
+
+
+def _as_rgb(split: Split) -> Split:
+    """``split`` with one-channel images repeated into three channels."""
+    return split if split.x.shape[1] == 3 else Split(split.x.repeat(1, 3, 1, 1), split.y)
 
 
 def load_toy(name: str, n_train: int | None, n_test: int | None, seed: int) -> DataBundle:
@@ -130,6 +162,9 @@ def load_toy(name: str, n_train: int | None, n_test: int | None, seed: int) -> D
     """
     from sklearn.datasets import make_blobs, make_moons
 
+    for label, size in (("n_train", n_train), ("n_test", n_test)):
+        if size is not None and size < 2:
+            raise ValueError(f"{label}={size}: the toy sets need at least 2 points per split")
     n_train, n_test = n_train or 1000, n_test or 500
     total = n_train + n_test
     if name == "moons":

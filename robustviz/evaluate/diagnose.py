@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from .._checks import check_eps
+from .._checks import check_eps, check_inputs
 from ..attacks import fgsm, pgd, transfer_attack
 from ..attacks.core import eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
@@ -74,6 +75,11 @@ EXPLANATIONS = {
         "of the attack budget. Keep climbing the ladder (restarts, margin/DLR losses, "
         "AutoAttack) until the accuracy stops moving."),
 }
+
+
+# The measurements ``diagnose`` makes, in order (one step of its progress bar each).
+DIAGNOSE_STAGES = ("FGSM", "PGD-20", "strong PGD", "PGD at the large eps", "surrogate", "transfer",
+                   "loss along FGSM", "gradient alignment")
 
 
 @dataclass
@@ -159,6 +165,7 @@ def diagnose(
     strong_attack: tuple[int, int] = (100, 3),
     seed: int = 0,
     batch_size: int = 500,
+    progress: bool = True,
 ) -> Diagnosis:
     """Measure the gradient-masking warning signs of ``model`` at L-inf budget ``eps``.
 
@@ -191,6 +198,7 @@ def diagnose(
         strong_attack: ``(steps, restarts)`` of the strong PGD.
         seed: seed of every attack and random point.
         batch_size: samples per attack batch.
+        progress: show a progress bar over the measurements (and the surrogate's training).
 
     Returns:
         a ``Diagnosis``; ``print(diagnosis)`` lists the flags, ``diagnosis.explain()`` says why.
@@ -201,20 +209,26 @@ def diagnose(
     """
     eps = check_eps(eps)
     x, y = resolve_data(data, n)
+    check_inputs(model, x, y, allow_empty=False, what="diagnose")
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     m: dict[str, float] = {}
+    steps, restarts = strong_attack
+    bar = tqdm(total=len(DIAGNOSE_STAGES), desc=f"diagnose eps={eps:.3g}", disable=not progress, leave=False)
 
-    def correct_after(attack) -> torch.Tensor:
-        return correct_under(model, attack, x, y, batch_size)
+    def correct_after(stage: str, attack) -> torch.Tensor:
+        bar.set_postfix_str(stage)
+        correct = correct_under(model, attack, x, y, batch_size)
+        bar.update(1)
+        return correct
 
     clean = predict(model, x, batch_size) == y
-    fgsm_correct = correct_after(lambda m, xb, yb: fgsm(m, xb, yb, eps))
-    pgd_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, eps, steps=20, seed=seed))
-    steps, restarts = strong_attack
-    strong_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, eps, steps=steps, restarts=restarts,
-                                                         seed=seed + 1, early_stop=True))
-    large_correct = correct_after(lambda m, xb, yb: pgd(m, xb, yb, large_eps, steps=20, seed=seed))
+    fgsm_correct = correct_after("FGSM", lambda m, xb, yb: fgsm(m, xb, yb, eps))
+    pgd_correct = correct_after("PGD-20", lambda m, xb, yb: pgd(m, xb, yb, eps, steps=20, seed=seed))
+    strong_correct = correct_after(f"PGD-{steps}x{restarts}", lambda m, xb, yb: pgd(
+        m, xb, yb, eps, steps=steps, restarts=restarts, seed=seed + 1, early_stop=True))
+    large_correct = correct_after(f"PGD-20 at eps {large_eps:g}",
+                                  lambda m, xb, yb: pgd(m, xb, yb, large_eps, steps=20, seed=seed))
     m["clean_acc"] = _mean(clean)
     m["fgsm_acc"] = _mean(fgsm_correct)
     m["fgsm_robust_acc"] = _mean(clean & fgsm_correct)
@@ -232,20 +246,28 @@ def diagnose(
         detail=f"(FGSM {m['fgsm_acc']:.3f} vs clean {m['clean_acc']:.3f})")
     add("single_step_far_above_multi_step", m["fgsm_robust_acc"] - m["pgd20_robust_acc"], 0.3,
         detail=f"(FGSM {m['fgsm_robust_acc']:.3f} vs PGD-20 {m['pgd20_robust_acc']:.3f})")
-    transfer_model = _surrogate(model, data, surrogate, seed)
+    bar.set_postfix_str("training the surrogate (ce)" if surrogate == "auto" else "surrogate")
+    transfer_model = _surrogate(model, data, surrogate, seed, progress)
+    bar.update(1)
     if transfer_model is None:
         flags["transfer_stronger_than_white_box"] = Flag(
             "transfer_stronger_than_white_box", False, float("nan"), 0.02, True,
             EXPLANATIONS["transfer_stronger_than_white_box"], "no surrogate (pass surrogate=model or a DataBundle)")
+        bar.update(1)
     else:
-        transfer_correct = correct_after(lambda m, xb, yb: transfer_attack(m, xb, yb, eps, transfer_model))
+        transfer_correct = correct_after("transfer", lambda m, xb, yb: transfer_attack(m, xb, yb, eps, transfer_model))
         m["transfer_robust_acc"] = _mean(clean & transfer_correct)
         add("transfer_stronger_than_white_box", m["pgd20_robust_acc"] - m["transfer_robust_acc"], 0.02,
             detail=f"(PGD-20 {m['pgd20_robust_acc']:.3f} vs transfer {m['transfer_robust_acc']:.3f})")
     add("not_zero_at_large_eps", m["large_eps_acc"], 0.1, detail=f"(PGD-20 at eps = {large_eps:g})")
+    bar.set_postfix_str("loss along FGSM")
     m["non_monotone_share"] = _non_monotone_share(model, x[clean], y[clean], eps)
+    bar.update(1)
     add("loss_not_monotone_along_fgsm", m["non_monotone_share"], 0.25)
+    bar.set_postfix_str("gradient alignment")
     cosine, zero_share = _gradient_alignment(model, x, y, eps, seed)
+    bar.update(1)
+    bar.close()
     m["gradient_cosine"], m["zero_gradient_share"] = cosine, zero_share
     add("low_local_linearity", cosine, 0.2, above=False,
         detail="no sample had a non-zero input gradient at both points" if math.isnan(cosine) else "")
@@ -260,7 +282,7 @@ def _mean(mask: torch.Tensor) -> float:
     return float(mask.float().mean()) if mask.numel() else float("nan")
 
 
-def _surrogate(model, data, surrogate, seed):
+def _surrogate(model, data, surrogate, seed, progress: bool = False):
     if surrogate is None or isinstance(surrogate, nn.Module):
         return surrogate
     if surrogate != "auto":
@@ -270,7 +292,7 @@ def _surrogate(model, data, surrogate, seed):
     from ..train import train_model  # the training loop imports evaluation code
 
     device = next(model.parameters()).device
-    trained, _ = train_model("ce", data, "quick", seed=seed + 1, device=device, progress=False)
+    trained, _ = train_model("ce", data, "quick", seed=seed + 1, device=device, progress=progress)
     return trained
 
 

@@ -22,7 +22,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_batch, check_eps, check_images, unknown_name_error
+from .._checks import (
+    as_names,
+    check_batch,
+    check_eps,
+    check_images,
+    check_inputs,
+    check_label_tensor,
+    unknown_name_error,
+)
 from ..attacks import AutoAttack
 from .robustness import correct_under, make_attack, predict
 
@@ -120,7 +128,7 @@ def ladder(
         data: a ``DataBundle`` (its test split is used), a ``Split`` or an ``(x, y)`` pair.
         eps: L-inf budget in [0, 1] units.
         level: ``"quick"``, ``"standard"`` or ``"full"`` (``LADDER_LEVELS``).
-        attacks: attack specs for ``make_attack`` instead of a level.
+        attacks: attack specs for ``make_attack`` instead of a level (one spec or a sequence).
         n: evaluate the first ``n`` samples (``None``: all).
         reported: the accuracy claimed for the model (e.g. a paper's number, in [0, 1]); default
             the accuracy under PGD-20 when it is on the ladder, else the first attack's.
@@ -139,9 +147,9 @@ def ladder(
         if level not in LADDER_LEVELS:
             raise unknown_name_error("ladder level", level, tuple(LADDER_LEVELS))
         attacks = LADDER_LEVELS[level]
-    if not attacks:
-        raise ValueError("the ladder needs at least one attack")
+    attacks = as_names(attacks)
     x, y = resolve_data(data, n)
+    check_inputs(model, x, y, allow_empty=False, what="ladder")
     eps = check_eps(eps)
     built = [make_attack(spec, eps, seed) for spec in attacks]
     clean_correct = predict(model, x, batch_size) == y
@@ -169,7 +177,11 @@ def ladder(
 
 
 def resolve_data(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` from a ``DataBundle`` (test split), a ``Split`` or a pair, cut to the first ``n``."""
+    """``(x, y)`` from a ``DataBundle`` (test split), a ``Split`` or a pair, cut to the first ``n``.
+
+    Only the data's own consistency is checked here (images in [0, 1], as many labels as
+    images); the callers check it against their model with ``check_inputs``.
+    """
     if hasattr(data, "test"):
         data = data.test
     if hasattr(data, "x") and hasattr(data, "y"):
@@ -183,5 +195,6 @@ def resolve_data(data, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
             raise ValueError(f"n must be >= 1, got {n}")
         x, y = x[:n], y[:n]
     check_images(x)
+    check_label_tensor(y)
     check_batch(x, y)
     return x, y

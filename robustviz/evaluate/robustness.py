@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._checks import check_batch, check_eps, check_images
+from .._checks import as_names, check_budgets, check_inputs
 from ..attacks import BIM, FGSM, MIFGSM, PGD, RFGSM, Adaptive, AutoAttack, MultiTargetedPGD
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,23 +77,49 @@ def make_attack(spec: str, eps: float, seed: int = 0) -> Attack:
     raise ValueError(f"unknown attack {spec!r}; use one of {', '.join(ATTACK_SPECS)} (e.g. 'pgd-20')")
 
 
+NON_FINITE_WARNING = (
+    "the model returned NaN or infinite class scores for some inputs; robustviz counts those samples as "
+    "misclassified (predicted label -1). A model that outputs NaN is broken: check its weights (a training "
+    "run that diverged?) and its inputs."
+)
+
+
+def labels_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Predicted labels ``[B]`` from class scores ``[B, K]``: the argmax, or -1 where it means nothing.
+
+    A row with a NaN score, or without a finite largest score, has no prediction: ``argmax``
+    would call it class 0 and count it correct for every sample of class 0. Such rows get
+    -1, which matches no label, and a ``RuntimeWarning`` says so. Every accuracy in robustviz
+    goes through this function.
+
+    Example:
+        >>> labels_from_scores(torch.tensor([[0.1, 2.0], [float("nan"), 1.0]]))  # doctest: +SKIP
+        tensor([ 1, -1])
+    """
+    labels = scores.argmax(dim=1)
+    broken = scores.isnan().any(dim=1) | ~torch.isfinite(scores.max(dim=1).values)
+    if bool(broken.any()):
+        warnings.warn(NON_FINITE_WARNING, RuntimeWarning, stacklevel=2)
+        labels = labels.masked_fill(broken, -1)
+    return labels
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels ``[N]`` (argmax of ``forward``), batched, on ``x``'s device."""
+    """Predicted labels ``[N]`` (``labels_from_scores`` of ``forward``), batched, on ``x``'s device."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    preds = [model(x[i : i + batch_size].to(device)).argmax(1).to(x.device)
+    preds = [labels_from_scores(model(x[i : i + batch_size].to(device))).to(x.device)
              for i in range(0, x.shape[0], batch_size)]
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of ``x`` (in [0, 1]) classified as ``y``."""
-    check_images(x)
-    check_batch(x, y)
-    return float((predict(model, x, batch_size) == y).float().mean())
+    """Fraction of ``x`` (in [0, 1]) classified as ``y`` (samples with NaN scores count as wrong)."""
+    check_inputs(model, x, y, allow_empty=False, what="accuracy")
+    return float((predict(model, x, batch_size) == y.to(x.device)).float().mean())
 
 
 @dataclass
@@ -156,9 +183,9 @@ def evaluate_robustness(
 
     Args:
         model: a classifier (``forward`` gives scores); its device is used.
-        x, y: test inputs in [0, 1] and labels.
-        eps: budgets in [0, 1] units, e.g. ``(0.1, 0.2, 0.3)``.
-        attacks: attack names for ``make_attack`` (``"fgsm"``, ``"pgd-20"``, ...).
+        x, y: test inputs ``[N, C, H, W]`` in [0, 1] and labels ``[N]`` (at least one sample).
+        eps: budgets in [0, 1] units, e.g. ``(0.1, 0.2, 0.3)``, or one budget (``0.3``).
+        attacks: attack names for ``make_attack`` (``"fgsm"``, ``"pgd-20"``, ...), or one name.
         batch_size: samples per attack batch.
         seed: seed of the attacks' random starts.
         progress: show a progress bar.
@@ -170,10 +197,10 @@ def evaluate_robustness(
         >>> report = evaluate_robustness(model, test.x[:500], test.y[:500], eps=(0.1, 0.3))  # doctest: +SKIP
         >>> print(report.table())  # doctest: +SKIP
     """
-    check_images(x)
-    check_batch(x, y)
+    check_inputs(model, x, y, allow_empty=False, what="evaluate_robustness")
+    attacks = as_names(attacks)
     # The loosest bound (any norm's) here; each attack checks the budget against its own norm.
-    budgets = [check_eps(e, norm="l2", dim=x[0].numel()) for e in eps]
+    budgets = check_budgets(eps, norm="l2", dim=x[0].numel())
     clean_correct = predict(model, x, batch_size) == y
     report = RobustnessReport(n=int(y.numel()), clean_acc=float(clean_correct.float().mean()))
     bar = tqdm(total=len(budgets) * len(attacks), desc="evaluating", disable=not progress,
@@ -205,5 +232,5 @@ def correct_under(model, attack: Attack, x, y, batch_size: int) -> torch.Tensor:
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         x_adv = attack(model, xb, yb)
         with torch.no_grad():
-            out.append((model(x_adv).argmax(1) == yb).to(y.device))
+            out.append((labels_from_scores(model(x_adv)) == yb).to(y.device))
     return torch.cat(out)

@@ -50,6 +50,6 @@ def eps_sweep(
         >>> plot_accuracy_vs_eps({"pgd_at": report})  # doctest: +SKIP
     """
     x, y = resolve_data(data, n)
-    budgets = eps_grid() if eps_values is None else list(eps_values)
+    budgets = eps_grid() if eps_values is None else eps_values  # one number or several
     return evaluate_robustness(model, x, y, budgets, attacks=(attack,), batch_size=batch_size, seed=seed,
                                progress=progress)

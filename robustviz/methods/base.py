@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import torch
 from torch import nn
 
-from .._checks import unknown_name_error
+from .._checks import check_train_settings, unknown_name_error
 from ..data import BatchIterator, Split
 
 PROFILES = ("quick", "full")
@@ -227,6 +227,7 @@ class TrainConfig:
     method_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_train_settings(asdict(self))
         for name, allowed in (("input_norm", INPUT_NORMS), ("monitor_attack", MONITOR_ATTACKS), ("amp", AMP_MODES)):
             if getattr(self, name) not in allowed:
                 raise unknown_name_error(name, getattr(self, name), allowed)

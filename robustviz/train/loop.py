@@ -13,19 +13,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .._checks import check_labels
+from .._checks import check_device, check_labels
 from ..attacks import pgd
 from ..attacks.core import checked_inputs
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
+from ..evaluate.robustness import labels_from_scores
 from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
 from ..models import Normalize
 from .checkpoint import (
-    META_FILE,
-    MODEL_FILE,
-    STATE_FILE,
-    load_state,
+    clear_checkpoint,
+    has_checkpoint,
+    read_checkpoint,
     read_meta,
+    refusal,
+    run_differences,
+    run_lock,
     save_checkpoint,
 )
 from .history import History
@@ -43,6 +46,7 @@ def fit(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
     **overrides,
 ) -> History:
     """Train ``model`` in place on ``data`` with a recipe's method and settings.
@@ -68,9 +72,14 @@ def fit(
         method: recipe key (``robustviz.methods.RECIPES``) or a ``Recipe``.
         profile: ``"quick"`` (CPU, minutes) or ``"full"`` (the paper's setting).
         seed: seed for the held-out split, batch order and attacks.
-        checkpoint_dir: if given, a checkpoint is written there after every epoch.
-        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one.
+        checkpoint_dir: if given, a checkpoint is written there after every epoch (crash-safe,
+            see ``robustviz.train.checkpoint``), and no other process may write there meanwhile.
+        resume: continue from the checkpoint in ``checkpoint_dir`` if there is one; it must be
+            this run (same data, method, profile, seed, model and settings), else ``ValueError``.
         progress: show a ``tqdm`` progress bar with live loss and accuracy.
+        overwrite: replace a checkpoint already in ``checkpoint_dir`` (its folder is emptied
+            first). Without ``resume`` or ``overwrite`` an existing checkpoint is never touched:
+            ``fit`` raises a ``ValueError`` that says which to pass.
 
     Returns:
         the ``History`` (one record per epoch).
@@ -84,7 +93,7 @@ def fit(
     config = recipe.config(data.family, profile, **overrides)
     device = next(model.parameters()).device
     runner = _Run(model, data, recipe, config, profile, seed, device)
-    return runner.train(checkpoint_dir, resume, progress)
+    return runner.train(checkpoint_dir, resume, progress, overwrite)
 
 
 def train_model(
@@ -96,6 +105,7 @@ def train_model(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    overwrite: bool = False,
     **overrides,
 ) -> tuple[nn.Module, History]:
     """Build the recipe's model for ``data`` (seeded) and ``fit`` it. Returns ``(model, history)``.
@@ -109,8 +119,8 @@ def train_model(
     mean, std = input_statistics(config, data)
     model = models.build(
         config.model, data.num_classes, data.in_channels, feat_dim=config.feat_dim, mean=mean, std=std, seed=seed,
-    ).to(default_device() if device is None else device)
-    history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, **overrides)
+    ).to(check_device(device))
+    history = fit(model, data, method, profile, seed, checkpoint_dir, resume, progress, overwrite, **overrides)
     return model, history
 
 
@@ -135,6 +145,28 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def holdout_size(requested: int, available: int, key: str = "fit") -> int:
+    """The held-out batch for ``available`` training samples: ``requested`` (``val_size``), unless
+    that is more than half of them; then a fifth of them, with a warning that says so.
+
+    Example:
+        >>> holdout_size(500, 8000)
+        500
+        >>> holdout_size(500, 300)  # doctest: +SKIP
+        60
+    """
+    if requested <= available // 2:
+        return requested
+    size = available // 5
+    warnings.warn(
+        f"{key}: val_size={requested} would hold out more than half of the {available} training samples "
+        f"(the held-out batch is never trained on); holding out {size} instead. Choose it yourself with "
+        "val_size=... (command line: --set val_size=...), or train on more data.",
+        UserWarning, stacklevel=4,
+    )
+    return size
+
+
 def split_holdout(train: Split, size: int, seed: int) -> tuple[Split, Split]:
     """Split off a stratified, seeded held-out set of ``size`` samples (0: none)."""
     if size <= 0:
@@ -151,6 +183,9 @@ class _Run:
     def __init__(self, model, data, recipe: Recipe, config: TrainConfig, profile, seed, device):
         check_labels(data.train.y, model.num_classes, "training labels")
         warn_about_input_scaling(model, config, data, recipe.key)
+        size = holdout_size(config.val_size, len(data.train), recipe.key)
+        if size != config.val_size:
+            config = replace(config, val_size=size)
         self.model, self.data, self.recipe, self.config = model, data, recipe, config
         self.profile, self.seed, self.device = profile, seed, device
         self.method: Method = recipe.build_method(config, data.eps)
@@ -177,11 +212,38 @@ class _Run:
         self.start_epoch, self.step = 0, 0
         self.best_state: dict | None = None  # weights of the best held-out PGD epoch (for rollback)
 
-    def train(self, checkpoint_dir, resume: bool, progress: bool) -> History:
-        if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / META_FILE).exists():
-            self.restore(Path(checkpoint_dir))
-        elif self.start_epoch == 0:
+    def train(self, checkpoint_dir, resume: bool, progress: bool, overwrite: bool = False) -> History:
+        """Train the remaining epochs; with ``checkpoint_dir``, under its lock and saving every epoch."""
+        if checkpoint_dir is None:
             self.method.setup(self.model, self.train_split)
+            return self.train_epochs(None, progress)
+        directory = Path(checkpoint_dir)
+        if self.resumes_from(directory, resume, overwrite) and is_complete(read_meta(directory)):
+            self.restore(directory)  # a finished run is only read: no lock taken, nothing written
+            return self.train_epochs(None, progress)
+        # (a refusal above leaves the folder untouched, lock file included)
+        with run_lock(directory):
+            if self.resumes_from(directory, resume, overwrite):  # again: another writer may have finished
+                self.restore(directory)
+            else:
+                if overwrite and has_checkpoint(directory):
+                    clear_checkpoint(directory)
+                self.method.setup(self.model, self.train_split)
+            return self.train_epochs(directory, progress)
+
+    def resumes_from(self, directory: Path, resume: bool, overwrite: bool) -> bool:
+        """Whether training continues the checkpoint in ``directory``: only with ``resume`` and
+        when it is this run. Raises the refusal (``checkpoint.refusal``) when there is a checkpoint
+        that is neither to be resumed nor overwritten."""
+        if overwrite or not has_checkpoint(directory):
+            return False
+        saved = read_meta(directory)
+        differences = run_differences(saved, self.meta(0))
+        if resume and not differences:
+            return True
+        raise refusal(directory, saved, differences, resume)
+
+    def train_epochs(self, checkpoint_dir, progress: bool) -> History:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress,
                    desc=f"{self.recipe.key} on {self.data.name}", unit="step", dynamic_ncols=True)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -239,6 +301,8 @@ class _Run:
         """Restore the best held-out PGD epoch's weights (``rollback=True``); re-save the checkpoint."""
         if self.best_state is None or self.best_state["epoch"] == self.history.last.get("epoch"):
             return
+        if self.history.last.get("rolled_back_to_epoch") == self.best_state["epoch"]:
+            return  # a finished run, resumed: rolled back already
         self.model.load_state_dict(self.best_state["model"])
         self.history.last["rolled_back_to_epoch"] = self.best_state["epoch"]
         if checkpoint_dir is not None:
@@ -318,8 +382,8 @@ class _Run:
             else:
                 x_adv = pgd(self.model, x, y, self.eps, steps=steps, seed=self.seed + start)
             with torch.no_grad():
-                clean = clean + (self.model(x).argmax(1) == y).sum()
-                robust = robust + (self.model(x_adv).argmax(1) == y).sum()
+                clean = clean + (labels_from_scores(self.model(x)) == y).sum()
+                robust = robust + (labels_from_scores(self.model(x_adv)) == y).sum()
         self.model.train()
         count = self.val_y.shape[0]
         clean_count, robust_count = torch.stack([clean, robust]).tolist()
@@ -344,22 +408,27 @@ class _Run:
     def save(self, directory: Path, epoch: int) -> None:
         state = {"optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
                  "epoch": epoch, "step": self.step}
+        if self.best_state is not None:  # so that a resumed run rolls back to the same epoch
+            state["best"] = self.best_state
         save_checkpoint(directory, self.model, self.meta(epoch), state)
 
     def restore(self, directory: Path) -> None:
-        meta = read_meta(directory)
-        saved = TrainConfig.upgrade(meta["config"])
-        if meta["method"] != self.recipe.key or saved != self.config.to_dict():
-            raise ValueError(
-                f"the checkpoint in {directory} was trained with different settings "
-                f"({meta['method']}); use another checkpoint_dir or resume=False"
-            )
-        self.model.load_state_dict(load_state(directory / MODEL_FILE, self.device))
-        state = load_state(directory / STATE_FILE, self.device)
+        """Continue from the checkpoint in ``directory`` (``resumes_from`` checked that it is this run)."""
+        meta, weights, state = read_checkpoint(directory, self.device)
+        if state is None:
+            raise ValueError(f"{directory} holds a model without its training state (train_state.pt), so it "
+                             "cannot be resumed; train into another folder or pass overwrite=True")
+        self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.best_state = state.get("best")
         self.history = History(meta["history"])
+
+
+def is_complete(meta: dict) -> bool:
+    """Whether a checkpoint's metadata is that of a finished run (its last epoch is its final one)."""
+    return int(meta.get("epoch", 0)) >= int(meta.get("epochs", 1))
 
 
 def warn_about_input_scaling(model: nn.Module, config: TrainConfig, data: DataBundle, key: str) -> None:

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._checks import check_inputs
 from ..attacks.core import eval_mode
 from ..data import DataBundle, Split, stratified_indices
+from ..evaluate.robustness import labels_from_scores
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -57,6 +59,11 @@ class Features:
 
     def __len__(self) -> int:
         return self.clean.shape[0]
+
+    def __repr__(self) -> str:
+        attacked = f", attack={self.attack!r}, eps={self.eps:.4g}" if self.adversarial is not None and \
+            self.eps is not None else (f", attack={self.attack!r}" if self.adversarial is not None else "")
+        return f"Features(layer={self.layer!r}, n={len(self)}, dim={self.dim}{attacked})"
 
 
 def features_of(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -100,7 +107,7 @@ def extract(
     Example:
         >>> feats = extract(model, bundle, layer="body.0.11", n=500)  # doctest: +SKIP
     """
-    x, y = _inputs(data, n, seed)
+    x, y = _inputs(model, data, n, seed)
     attack_fn, attack_name, eps = _resolve_attack(attack, eps, data, seed)
     clean, pred_clean = layer_outputs(model, x, layer, batch_size)
     out = Features(clean=clean, labels=y.cpu(), pred_clean=pred_clean, layer=layer or "features",
@@ -156,7 +163,7 @@ def multi_layer_outputs(
                 scores = model(xb)
             for name in names:
                 collected[name].append(captured[name].flatten(1).float().cpu())
-            predictions.append(scores.argmax(dim=1).cpu())
+            predictions.append(labels_from_scores(scores).cpu())
     out = {name: torch.cat(parts) for name, parts in collected.items()}
     out["__predictions__"] = torch.cat(predictions)
     return out
@@ -189,12 +196,18 @@ def _check_layers(model: nn.Module, names: Sequence[str]) -> None:
             raise ValueError(f"unknown layer {name!r}; the model's layers are: {shown} (see layer_names(model))")
 
 
-def _inputs(data, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _inputs(model: nn.Module, data, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(data, DataBundle):
         data = data.test
-    x, y = (data.x, data.y) if isinstance(data, Split) else data
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]} labels")
+    if isinstance(data, Split):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError(f"data must be a DataBundle, a Split or an (x, y) pair, got {type(data).__name__}")
+    check_inputs(model, x, y, allow_empty=False, what="extract")
+    if n is not None and n < 1:
+        raise ValueError(f"n must be >= 1 (or None for all), got {n}")
     if n is not None and n < x.shape[0]:
         index = stratified_indices(y, n, seed)
         x, y = x[index], y[index]

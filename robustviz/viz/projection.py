@@ -63,6 +63,11 @@ class Projection:
     axis_labels: tuple[str, str]
     note: str
 
+    def __repr__(self) -> str:
+        placed = "None" if self.adversarial is None else f"[{self.adversarial.shape[0]}, 2]"
+        return (f"Projection({self.note}: clean=[{self.clean.shape[0]}, 2], adversarial={placed}, "
+                f"trustworthiness={self.trustworthiness:.3f})")
+
 
 @dataclass
 class _FittedMap:
