@@ -1,5 +1,6 @@
 # Two commands set up everything: `make demo` and `make test`.
-# Both create (or reuse) the virtual environment .venv and install robustviz into it.
+# Both create (or reuse) the virtual environment .venv and install robustviz into it with every
+# extra (.[all]: the notebooks' JupyterLab and the test tools; a plain `pip install .` is the core only).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,7 +37,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robustviz needs Python >= 3.10"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[all]"
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)

@@ -2,9 +2,9 @@
 
 Checks, each ``required`` or not:
 
-* Python >= 3.10 and the versions of the packages robustviz uses (required: torch,
-  torchvision, numpy, matplotlib, scikit-learn, tqdm; optional: ipywidgets, umap-learn,
-  openTSNE, pyautoattack, jupyterlab);
+* Python >= 3.10 and the versions of the packages robustviz uses (required: the core
+  dependencies torch, torchvision, numpy, matplotlib, scikit-learn, tqdm, pyautoattack;
+  optional, the ``lab`` extra: ipywidgets, umap-learn, openTSNE, jupyterlab);
 * the device: CUDA (its name) or the CPU, and the CPU threads torch uses;
 * whether interactive widgets can display: ipywidgets plus a front-end for them
   (``jupyterlab_widgets`` for JupyterLab / Notebook 7, ``widgetsnbextension`` for the classic
@@ -29,7 +29,7 @@ import platform
 import sys
 from importlib import metadata
 
-# (distribution name, import name, required)
+# (distribution name, import name, required): required = pyproject.toml's core dependencies.
 PACKAGES = (
     ("torch", "torch", True),
     ("torchvision", "torchvision", True),
@@ -37,10 +37,10 @@ PACKAGES = (
     ("matplotlib", "matplotlib", True),
     ("scikit-learn", "sklearn", True),
     ("tqdm", "tqdm", True),
+    ("pyautoattack", "pyautoattack", True),
     ("ipywidgets", "ipywidgets", False),
     ("umap-learn", "umap", False),
     ("openTSNE", "openTSNE", False),
-    ("pyautoattack", "autoattack", False),
     ("jupyterlab", "jupyterlab", False),
 )
 WIDGET_FRONTENDS = (("jupyterlab_widgets", "JupyterLab / Notebook 7"), ("widgetsnbextension", "classic Notebook"))
