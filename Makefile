@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 TORCHATTACKS := torchattacks==3.5.1
 
-.PHONY: demo test lab lint bench student-notebooks clean
+.PHONY: demo test lab lint bench bench-gpu student-notebooks clean
 
 demo: $(STAMP)
 	$(BIN)/robustviz demo
@@ -28,6 +28,12 @@ lint: $(STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
+
+# The GPU check (bench/gpu.py, at most 8 minutes on one H100/H200): writes docs/gpu.md.
+# CIFAR-10 is read from $(CIFAR) when that file exists.
+CIFAR ?= ../shared/datasets/cifar10-jpg.tar.gz
+bench-gpu: $(TEST_STAMP)
+	$(BIN)/python bench/gpu.py $(if $(wildcard $(CIFAR)),--cifar $(CIFAR))
 
 # The course without its solutions, for students: build/student-notebooks/*.ipynb
 student-notebooks: $(STAMP)
