@@ -209,11 +209,13 @@ def part_lab(bundle, sizes: Sizes, budget: Budget, seed: int, dry_run: bool) -> 
             row["train_seconds"] = time.perf_counter() - started
             report = evaluate_robustness(model, test.x, test.y, (bundle.eps,), ("pgd-20",), seed=seed,
                                          progress=False)
-            row.update(clean=report.clean_acc, pgd20=report.accuracy("pgd-20", bundle.eps), n_test=len(test))
+            (eps, accuracies), = report.results.items()  # one budget; its attack names as the report spells them
+            pgd20 = next(v for k, v in accuracies.items() if k != "worst case")
+            row.update(clean=report.clean_acc, pgd20=pgd20, n_test=len(test), eps=eps)
             models[key] = model
         except Exception as err:  # noqa: BLE001
             row["note"] = f"failed: {short_error(err)}"
-    return {"rows": rows, "models": models, "dataset": bundle.name}
+    return {"rows": rows, "models": models, "dataset": bundle.name, "eps": bundle.eps}
 
 
 # ---- part 3: PGD-10 throughput --------------------------------------------------------------------------------
@@ -337,7 +339,8 @@ def render(results: dict, args, sizes: Sizes) -> str:
     elif "error" in lab:
         lines += ["Failed (above).", ""]
     else:
-        lines += [f"{lab['dataset']}; accuracy on the test images at eps 8/255 (PGD-20: 20 steps, random start).", "",
+        lines += [f"{lab['dataset']}; accuracy on the test images at eps {lab['eps']:.4g} ({255 * lab['eps']:.3g}/255; "
+                  "PGD-20: 20 steps from a random start).", "",
                   "| recipe | model | epochs | s / epoch | train s | clean | PGD-20 | note |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in lab["rows"]:
