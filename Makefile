@@ -1,5 +1,6 @@
 # Two commands set up everything: `make demo` and `make test`.
-# Both create (or reuse) the virtual environment .venv and install robustviz into it.
+# Both create (or reuse) the virtual environment .venv and install robustviz into it with every
+# extra (.[all]: the notebooks' JupyterLab and the test tools; a plain `pip install .` is the core only).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 TORCHATTACKS := torchattacks==3.5.1
 
-.PHONY: demo test lab lint bench student-notebooks clean
+.PHONY: demo test lab lint bench bench-gpu student-notebooks clean
 
 demo: $(STAMP)
 	$(BIN)/robustviz demo
@@ -28,6 +29,12 @@ lint: $(STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python bench/run.py
 
+# The GPU check (bench/gpu.py, at most 8 minutes on one H100/H200): writes docs/gpu.md.
+# CIFAR-10 is read from $(CIFAR) when that file exists.
+CIFAR ?= ../shared/datasets/cifar10-jpg.tar.gz
+bench-gpu: $(TEST_STAMP)
+	$(BIN)/python bench/gpu.py $(if $(wildcard $(CIFAR)),--cifar $(CIFAR))
+
 # The course without its solutions, for students: build/student-notebooks/*.ipynb
 student-notebooks: $(STAMP)
 	$(BIN)/python scripts/student_notebooks.py
@@ -36,7 +43,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "robustviz needs Python >= 3.10"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[all]"
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)

@@ -23,31 +23,48 @@ from robustviz import models
 from robustviz.attacks import pgd
 
 
-def seconds(fn) -> float:
+def seconds(fn, device: str = "cpu") -> float:
+    """Wall seconds of ``fn()``; on CUDA the queued kernels are waited for before and after."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     started = time.perf_counter()
     fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - started
 
 
-def measure(arch: str, shape: tuple[int, ...], batch: int, repeats: int, steps: int = 10) -> dict:
-    import torchattacks
+def measure(arch: str, shape: tuple[int, ...], batch: int, repeats: int, steps: int = 10, device: str = "cpu",
+            reference: bool = True) -> dict:
+    """Images per second of robustviz's PGD and (``reference=True``) torchattacks' on one model and batch.
 
+    Example:
+        >>> measure("smallcnn", (1, 28, 28), batch=16, repeats=1, reference=False)["ours"] > 0  # doctest: +SKIP
+        True
+    """
     torch.manual_seed(0)
-    model = models.build(arch, 10, shape[0], seed=0).eval()
-    x, y = torch.rand(batch, *shape), torch.randint(0, 10, (batch,))
+    model = models.build(arch, 10, shape[0], seed=0).to(device).eval()
+    x, y = torch.rand(batch, *shape, device=device), torch.randint(0, 10, (batch,), device=device)
     eps = 0.3 if shape[0] == 1 else 8 / 255
     step_size = 2.5 * eps / steps
-    theirs = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
     ours = lambda: pgd(model, x, y, eps, steps=steps, step_size=step_size, seed=0)  # noqa: E731
-    reference = lambda: theirs(x, y)  # noqa: E731
-    ours(), reference()  # warm-up
-    ours_s, theirs_s = [], []
-    for _ in range(repeats):
-        ours_s.append(seconds(ours))
-        theirs_s.append(seconds(reference))
-    ours_t, theirs_t = batch / statistics.median(ours_s), batch / statistics.median(theirs_s)
-    return {"model": arch, "input": "x".join(map(str, shape)), "batch": batch, "ours": ours_t,
-            "theirs": theirs_t, "ratio": ours_t / theirs_t}
+    runs = {"ours": ours}
+    if reference:
+        import torchattacks
+
+        theirs = torchattacks.PGD(model, eps=eps, alpha=step_size, steps=steps, random_start=True)
+        runs["theirs"] = lambda: theirs(x, y)
+    for fn in runs.values():
+        fn()  # warm-up
+    times = {name: [] for name in runs}
+    for _ in range(repeats):  # interleaved
+        for name, fn in runs.items():
+            times[name].append(seconds(fn, device))
+    row = {"model": arch, "input": "x".join(map(str, shape)), "batch": batch}
+    row.update({name: batch / statistics.median(t) for name, t in times.items()})
+    if reference:
+        row["ratio"] = row["ours"] / row["theirs"]
+    return row
 
 
 def main(argv=None) -> list[dict]:

@@ -2,9 +2,9 @@
 
 Checks, each ``required`` or not:
 
-* Python >= 3.10 and the versions of the packages robustviz uses (required: torch,
-  torchvision, numpy, matplotlib, scikit-learn, tqdm; optional: ipywidgets, umap-learn,
-  openTSNE, pyautoattack, jupyterlab);
+* Python >= 3.10 and the versions of the packages robustviz uses (required: the core
+  dependencies torch, torchvision, numpy, matplotlib, scikit-learn, tqdm, pyautoattack;
+  optional, the ``lab`` extra: ipywidgets, umap-learn, openTSNE, jupyterlab);
 * the device: CUDA (its name) or the CPU, and the CPU threads torch uses;
 * whether interactive widgets can display: ipywidgets plus a front-end for them
   (``jupyterlab_widgets`` for JupyterLab / Notebook 7, ``widgetsnbextension`` for the classic
@@ -28,8 +28,9 @@ import os
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
-# (distribution name, import name, required)
+# (distribution name, import name, required): required = pyproject.toml's core dependencies.
 PACKAGES = (
     ("torch", "torch", True),
     ("torchvision", "torchvision", True),
@@ -37,10 +38,10 @@ PACKAGES = (
     ("matplotlib", "matplotlib", True),
     ("scikit-learn", "sklearn", True),
     ("tqdm", "tqdm", True),
+    ("pyautoattack", "pyautoattack", True),
     ("ipywidgets", "ipywidgets", False),
     ("umap-learn", "umap", False),
     ("openTSNE", "openTSNE", False),
-    ("pyautoattack", "autoattack", False),
     ("jupyterlab", "jupyterlab", False),
 )
 WIDGET_FRONTENDS = (("jupyterlab_widgets", "JupyterLab / Notebook 7"), ("widgetsnbextension", "classic Notebook"))
@@ -95,11 +96,14 @@ def data_report() -> dict:
     """Where ``mnist-mini`` is found and whether it loads."""
     from .data import default_root, load
 
-    path = default_root() / "mnist-mini.npz"
+    # load("mnist-mini") reads ./data/mnist-mini.npz first, then the repository's data/ folder
+    # (an editable install); a plain `pip install .` run from the clone finds it in ./data.
+    candidates = [Path("data") / "mnist-mini.npz", default_root() / "mnist-mini.npz"]
+    path = next((c for c in candidates if c.exists()), candidates[-1])
     if not path.exists():
         return {"path": str(path), "found": False, "ok": False,
-                "error": "mnist-mini.npz is missing: robustviz must run from a clone of the repository "
-                         "(pip install -e .), which ships data/mnist-mini.npz"}
+                "error": "mnist-mini.npz is missing: run robustviz from a clone of the repository (it ships "
+                         "data/mnist-mini.npz), or install the clone with pip install -e ."}
     try:
         bundle = load("mnist-mini")
     except Exception as err:  # noqa: BLE001 - any failure to load is the finding
@@ -159,8 +163,8 @@ def format_report(report: dict) -> str:
     if widgets["ok"]:
         lines.append(f"  widgets        ipywidgets with {', '.join(widgets['frontends'])}")
     else:
-        lines.append("  widgets        not available: explorers fall back to static figures "
-                     "(pip install ipywidgets jupyterlab_widgets)")
+        lines.append("  widgets        not available: the explorers need ipywidgets and a front-end for it "
+                     "(pip install ipywidgets jupyterlab_widgets, or the [lab] extra)")
     data = report["data"]
     if data["ok"]:
         lines.append(f"  mnist-mini     {data['path']} ({data['train']:,} train / {data['test']:,} test)")

@@ -175,6 +175,7 @@ def test_doctor_fails_without_the_dataset(monkeypatch, tmp_path, capsys):
     from robustviz import doctor as doctor_module
 
     monkeypatch.setattr("robustviz.data.default_root", lambda: tmp_path)
+    monkeypatch.chdir(tmp_path)  # no ./data/mnist-mini.npz either (load() looks there first)
     report = doctor_module.doctor(verbose=True)
     assert report["ok"] is False and report["data"]["found"] is False
     assert "FAILED" in capsys.readouterr().out

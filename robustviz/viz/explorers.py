@@ -132,7 +132,11 @@ class _Explorer:
     """The widget tree, the artists and the redraw shared by both explorers."""
 
     def __init__(self, data: ExplorerData, max_arrows: int = 300, three_d: bool = False) -> None:
-        import ipywidgets as widgets
+        try:
+            import ipywidgets as widgets
+        except ImportError as err:  # an extra: Colab and `pip install "robustviz[lab]"` provide it
+            raise ImportError("the explorers need ipywidgets, which Colab and JupyterLab set-ups provide: "
+                              "pip install ipywidgets (or pip install -e \".[lab]\")") from err
 
         self.data, self.max_arrows = data, max_arrows
         self.run_selector = widgets.Dropdown(options=data.runs, description="run")

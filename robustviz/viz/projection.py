@@ -189,7 +189,11 @@ def _fit_lda(clean, labels, seed, n_neighbors):
 
 
 def _fit_umap(clean, labels, seed, n_neighbors):
-    import umap  # imported here: numba compiles it on first use (tens of seconds)
+    try:
+        import umap  # imported here: numba compiles it on first use (tens of seconds)
+    except ImportError as err:  # an extra (robustviz[viz]); Colab has it
+        raise ImportError("method='umap' needs the umap-learn package: pip install umap-learn "
+                          "(or pip install -e \".[viz]\"); method='pca' needs nothing more") from err
 
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(clean) - 1), random_state=seed, n_jobs=1)
     coords = reducer.fit_transform(clean)
@@ -197,7 +201,11 @@ def _fit_umap(clean, labels, seed, n_neighbors):
 
 
 def _fit_tsne(clean, labels, seed, n_neighbors):
-    from openTSNE import TSNE
+    try:
+        from openTSNE import TSNE
+    except ImportError as err:  # an extra (robustviz[viz])
+        raise ImportError("method='tsne' needs the openTSNE package: pip install openTSNE "
+                          "(or pip install -e \".[viz]\"); method='pca' needs nothing more") from err
 
     perplexity = min(2 * n_neighbors, (len(clean) - 1) / 3)
     embedding = TSNE(perplexity=perplexity, random_state=seed, n_jobs=1).fit(clean)
