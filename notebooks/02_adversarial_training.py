@@ -110,10 +110,11 @@ histories = {key: history for key, (_, history) in trained_runs.items() if key !
 for key, history in histories.items():
     print(f"{key:<8} held-out PGD accuracy per epoch:", [f"{v:.2f}" for v in history["val_pgd_acc"]],
           "| CO alarm:", any(history["co_alarm"]))
-expect(max(histories["fgsm_at"]["val_pgd_acc"]) < 0.1 and histories["fgsm_at"]["train_acc"][-1] > 0.8,
-       "FGSM-AT never becomes robust on held-out data while it masters its own FGSM examples",
+fgsm_train = histories["fgsm_at"]["train_acc"]
+expect(max(histories["fgsm_at"]["val_pgd_acc"]) < 0.1 and fgsm_train[-1] > max(0.7, fgsm_train[0]),
+       "FGSM-AT never becomes robust on held-out data while it learns to classify its own FGSM examples",
        f"held-out PGD-10 at most {100 * max(histories['fgsm_at']['val_pgd_acc']):.0f} %, training accuracy on "
-       f"FGSM examples {100 * histories['fgsm_at']['train_acc'][-1]:.0f} % in the last epoch")
+       f"FGSM examples {100 * fgsm_train[0]:.0f} % in the first epoch, {100 * fgsm_train[-1]:.0f} % in the last")
 
 # %% [markdown]
 # The training curves, one panel per quantity: the loss, the training accuracy (measured on the
