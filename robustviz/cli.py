@@ -26,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
+PROFILE_CHOICES = ("quick", "lab", "full")  # robustviz.methods.PROFILES (not imported: the CLI starts fast)
+
 USER_ERROR_EXIT, INTERRUPTED_EXIT = 2, 130
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -144,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mnist-mini (default, embedded), mnist, fashion-mnist, cifar10, cifar100, svhn "
                             "(torchvision, under --root), folder:<path> (ImageFolder with train/ and test/), "
                             "moons, blobs")
-    train.add_argument("--profile", default="quick", choices=("quick", "full"),
-                       help="quick (CPU minutes, default) or full (the paper's settings, for a GPU)")
+    train.add_argument("--profile", default="quick", choices=PROFILE_CHOICES,
+                       help="quick (CPU minutes, default), lab (one GPU session: CIFAR-10 in about 10 minutes "
+                            "on a T4, docs/profiles.md) or full (the paper's settings, for a GPU)")
     train.add_argument("--seed", type=int, default=0, help="seed of the model, training and subset (default 0)")
     train.add_argument("--epochs", type=int, default=None, help="training epochs, >= 1 (default: the recipe's)")
     train.add_argument("--steps", type=int, default=None,
@@ -211,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "finished), evaluate them side by side and write a markdown table.")
     compare.add_argument("--methods", nargs="+", default=None, help="recipe keys (default: all)")
     compare.add_argument("--dataset", default="mnist-mini", help="dataset, as for train (default mnist-mini)")
-    compare.add_argument("--profile", default="quick", choices=("quick", "full"),
-                         help="quick (CPU minutes, default) or full (the papers' settings, for a GPU)")
+    compare.add_argument("--profile", default="quick", choices=PROFILE_CHOICES,
+                         help="quick (CPU minutes, default), lab (one GPU session per recipe, docs/profiles.md) "
+                              "or full (the papers' settings, for a GPU)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the models, training and attacks (default 0)")
     compare.add_argument("--n-eval", type=int, default=1000, help="test images to evaluate (default 1000)")
     compare.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.2, 0.3],

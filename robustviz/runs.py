@@ -47,7 +47,7 @@ from .train.checkpoint import META_FILE, read_meta
 RUN_FILE = "run.json"
 
 # Evaluation sizes per profile (test images for accuracy, attacks and plots).
-N_EVAL = {"quick": 500, "full": 2000}
+N_EVAL = {"quick": 500, "lab": 2000, "full": 2000}
 
 ENVIRONMENT = {
     "profile": "ROBUSTVIZ_PROFILE",
@@ -133,7 +133,7 @@ def trained(
     Args:
         method: recipe key (``robustviz train --list``).
         dataset: dataset name for ``robustviz.data.load``.
-        profile: ``"quick"`` or ``"full"``.
+        profile: ``"quick"``, ``"lab"`` or ``"full"`` (``robustviz.methods.PROFILES``).
         seed: seed of the model, the training run and the training subset.
         n_train: a stratified training subset of this size (``None``: the whole training set).
         results: cache root (default ``default_results()``).
@@ -170,8 +170,9 @@ class Course:
     """The settings a notebook runs with; ``setup`` builds it.
 
     Attributes:
-        profile: ``"quick"`` (CPU minutes) or ``"full"`` (the papers' settings; meant for a GPU).
-            Every recipe trains with its own settings for the profile.
+        profile: ``"quick"`` (CPU minutes), ``"lab"`` (one GPU lab session, docs/profiles.md) or
+            ``"full"`` (the papers' settings; meant for a GPU). Every recipe trains with its own
+            settings for the profile; ``pick`` treats ``lab`` like ``full`` (GPU-sized evaluations).
         seed, dataset: as in the notebook's parameters cell.
         n_train: training subset size (``None``: the whole training set).
         n_eval: test images used for evaluations and plots (``N_EVAL``).
@@ -191,7 +192,7 @@ class Course:
         return self.profile == "quick"
 
     def pick(self, quick, full):
-        """``quick`` in the quick profile, else ``full`` (e.g. ``course.pick(200, 1000)`` test images)."""
+        """``quick`` in the quick profile, else ``full`` (lab and full; e.g. ``course.pick(200, 1000)``)."""
         return quick if self.quick else full
 
     def data(self, dataset: str | None = None, n_train: int | None | str = "course") -> DataBundle:
@@ -262,7 +263,7 @@ def setup(
     ``ROBUSTVIZ_RESULTS``, ``ROBUSTVIZ_DEVICE``. (papermill sets the parameters themselves.)
 
     Args:
-        profile: ``"quick"`` or ``"full"``. seed, dataset: the run's seed and dataset.
+        profile: ``"quick"``, ``"lab"`` or ``"full"``. seed, dataset: the run's seed and dataset.
         n_train: training images; ``None``: all of them.
         n_eval: test images for evaluations; ``None`` picks the profile's (``N_EVAL``).
         results: cache root (default ``default_results()``). device: ``"cpu"``, ``"cuda"``
@@ -272,7 +273,7 @@ def setup(
     env = {key: os.environ.get(name) for key, name in ENVIRONMENT.items() if os.environ.get(name)}
     profile = env.get("profile", profile)
     if profile not in N_EVAL:
-        raise ValueError(f"profile must be 'quick' or 'full', got {profile!r}")
+        raise ValueError(f"profile must be one of {', '.join(map(repr, N_EVAL))}, got {profile!r}")
     seed = int(env.get("seed", seed))
     dataset = env.get("dataset", dataset)
     if "n_train" in env:

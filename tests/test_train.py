@@ -162,3 +162,36 @@ def test_recipe_configs_cover_every_family_and_profile():
                 method = recipe.build_method(config, default_eps=family_eps[family])
                 assert isinstance(method, methods.Method), key
     assert methods.get("fgsm_rs").config("cifar", "full").method_kwargs["step_size"] == pytest.approx(10 / 255)
+
+
+def test_the_lab_profile_is_everywhere_a_profile_is_chosen():
+    from robustviz import cli, runs
+
+    assert methods.PROFILES == ("quick", "lab", "full")
+    assert cli.PROFILE_CHOICES == methods.PROFILES
+    assert set(runs.N_EVAL) == set(methods.PROFILES)
+    for family in methods.FAMILIES:
+        assert (family, "lab") in methods.BASE_CONFIGS
+    assert cli.build_parser().parse_args(["train", "--profile", "lab"]).profile == "lab"
+    assert cli.build_parser().parse_args(["compare", "--profile", "lab"]).profile == "lab"
+
+
+def test_every_recipe_has_its_own_cifar_lab_settings():
+    """Lab settings are set per recipe (docs/profiles.md), never inherited unsaid from the base."""
+    for key, recipe in methods.RECIPES.items():
+        assert ("cifar", "lab") in recipe.overrides, key
+        config = recipe.config("cifar", "lab")
+        assert config.model in ("preact_resnet18", "resnet18"), key  # sized for ~10 T4 minutes
+        assert config.epochs <= 30 and config.method_kwargs.get("steps", 1) <= 5, key
+
+
+def test_a_star_key_applies_to_every_profile():
+    recipe = methods.get("pgd_at")  # ("toy", "*"): 10 attack steps
+    assert [recipe.config("toy", p).method_kwargs["steps"] for p in methods.PROFILES] == [10, 10, 10]
+
+
+def test_shortened_keeps_the_full_settings_and_scales_the_schedule():
+    full = methods.get("trades").config("mnist", "full")
+    lab = methods.get("trades").config("mnist", "lab")
+    assert (lab.epochs, lab.milestones) == (10, (5,))  # full: 100 epochs, x0.1 after epoch 54
+    assert lab.updated(epochs=full.epochs, milestones=full.milestones) == full

@@ -3,8 +3,9 @@
 A ``Method`` turns one batch into a training loss (crafting its training-time attack
 if it has one); ``fit`` owns everything else (optimiser, schedule, logging,
 checkpoints). A ``Recipe`` names a method and holds its defaults for every dataset
-family (``mnist``, ``cifar``, ``toy``) and profile (``quick`` for a CPU in minutes,
-``full`` for the paper's setting on a GPU).
+family (``mnist``, ``cifar``, ``toy``) and profile: ``quick`` for a CPU in minutes, ``lab``
+for one GPU lab session (CIFAR-10 in about 10 minutes on a T4, docs/profiles.md), ``full``
+for the paper's setting on a GPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from .._checks import check_train_settings, unknown_name_error
 from ..data import BatchIterator, Split
 
-PROFILES = ("quick", "full")
+PROFILES = ("quick", "lab", "full")
 FAMILIES = ("mnist", "cifar", "toy")
 INPUT_NORMS = ("dataset", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
@@ -276,11 +277,43 @@ BASE_CONFIGS: dict[tuple[str, str], TrainConfig] = {
                                    optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
                                    schedule="multistep", milestones=(100, 150), augment="crop_flip",
                                    val_size=1000),
+    # One GPU lab session on all of CIFAR-10 (docs/profiles.md): Wong et al.'s fast-AT setting
+    # (train_fgsm.py: PreAct ResNet-18, batch 128, SGD m 0.9, wd 5e-4, a cyclic lr peaking at 0.2
+    # half-way, crop + flip, normalised inputs), held-out monitor on 500 images. Recipes set
+    # their epochs and attack so that each projects to about 10 minutes on a T4 (bench/flops.py).
+    ("cifar", "lab"): TrainConfig(model="preact_resnet18", epochs=15, batch_size=128, optimizer="sgd", lr=0.2,
+                                  momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup_fraction=0.5,
+                                  augment="crop_flip", input_norm="dataset", val_size=500),
+    # MNIST and the toys in the lab profile: the full profile's settings for fewer epochs (MNIST:
+    # 10, milestones scaled by 10/100; each recipe shortens its own full settings the same way,
+    # see ``shortened``). The toys are seconds on any device: lab = full.
+    ("mnist", "lab"): TrainConfig(model="smallcnn", epochs=10, batch_size=128, optimizer="sgd",
+                                  lr=0.01, momentum=0.9, schedule="multistep",
+                                  milestones=(6, 8, 9), input_norm="none", val_size=1000),
+    ("toy", "lab"): TrainConfig(model="mlp", epochs=200, batch_size=64, optimizer="adam", lr=1e-2,
+                                schedule="cosine", val_size=100, feat_dim=2),
     ("toy", "quick"): TrainConfig(model="mlp", epochs=60, batch_size=64, optimizer="adam", lr=1e-2,
                                   schedule="cosine", val_size=100, feat_dim=2),
     ("toy", "full"): TrainConfig(model="mlp", epochs=200, batch_size=64, optimizer="adam", lr=1e-2,
                                  schedule="cosine", val_size=100, feat_dim=2),
 }
+
+
+def shortened(family: str, full: dict, epochs: int) -> dict:
+    """A recipe's full-profile overrides ``full``, run for ``epochs`` epochs instead (lab profiles).
+
+    The lr milestones (of ``full``, else of ``BASE_CONFIGS[(family, "full")]``) are scaled by
+    ``epochs / E_full`` and rounded: milestone ``m`` becomes ``max(1, round(m * epochs / E_full))``
+    (duplicates dropped), so the schedule keeps its shape. Everything else is the full profile's.
+
+    Example:
+        >>> shortened("mnist", dict(epochs=100, milestones=(55, 75, 90)), 10)["milestones"]
+        (6, 8, 9)
+    """
+    base = BASE_CONFIGS[(family, "full")].updated(**{k: v for k, v in full.items() if k != "method_kwargs"})
+    scale = epochs / base.epochs
+    milestones = tuple(sorted({max(1, round(m * scale)) for m in base.milestones}))
+    return {**full, "epochs": epochs, "milestones": milestones}
 
 
 @dataclass(frozen=True)
@@ -293,7 +326,8 @@ class Recipe:
         paper: the reference the method follows.
         make: builds the ``Method`` from ``(eps, **method_kwargs)``.
         overrides: per ``(family, profile)`` changes to ``BASE_CONFIGS``; the key
-            ``(family, "*")`` applies to both profiles.
+            ``(family, "*")`` applies to every profile (quick, lab and full), before the
+            profile's own key.
     """
 
     key: str

@@ -70,7 +70,8 @@ def fit(
         model: a ``RobustModel`` (see ``robustviz.models``); its device is used.
         data: a ``DataBundle`` from ``robustviz.data.load``.
         method: recipe key (``robustviz.methods.RECIPES``) or a ``Recipe``.
-        profile: ``"quick"`` (CPU, minutes) or ``"full"`` (the paper's setting).
+        profile: ``"quick"`` (CPU, minutes), ``"lab"`` (one GPU session, docs/profiles.md) or ``"full"``
+            (the paper's setting).
         seed: seed for the held-out split, batch order and attacks.
         checkpoint_dir: if given, a checkpoint is written there after every epoch (crash-safe,
             see ``robustviz.train.checkpoint``), and no other process may write there meanwhile.
