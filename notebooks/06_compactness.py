@@ -47,7 +47,7 @@ if "google.colab" in sys.modules:
     output.enable_custom_widget_manager()
 
 # %% tags=["parameters"]
-PROFILE = "quick"  # "quick": CPU, minutes; "full": the papers' settings (a GPU)
+PROFILE = "quick"  # "quick": CPU, minutes; "lab": one GPU, ~10 min per recipe; "full": the papers' settings
 SEED = 0
 DATASET = "mnist-mini"
 N_TRAIN = None  # None: every training image; a number trains on a subset
@@ -112,14 +112,19 @@ lines = ["| epoch | " + " | ".join(terms) + " |", "|---:" * (len(terms) + 1) + "
 lines += [f"| {r['epoch']} | " + " | ".join(f"{r[t]:.3f}" for t in terms) + " |" for r in adr_history.records]
 display(Markdown("\n".join(lines)))
 first, last = adr_history.records[0], adr_history.records[-1]
-expect(last["lc"] < first["lc"] and last["adv_ce"] < first["adv_ce"],
-       "training lowers the adversarial cross-entropy and the local compactness term together",
-       f"adv_ce {first['adv_ce']:.3f} -> {last['adv_ce']:.3f}, lc {first['lc']:.3f} -> {last['lc']:.3f}")
+peak = max(adr_history.records, key=lambda r: r["lc"])
+expect(last["adv_ce"] < first["adv_ce"] and last["lc"] < 0.8 * peak["lc"],
+       "the adversarial cross-entropy falls; L_lc first rises, then falls from its peak",
+       f"adv_ce {first['adv_ce']:.3f} -> {last['adv_ce']:.3f}; lc {first['lc']:.3f}, peak {peak['lc']:.3f} "
+       f"(epoch {peak['epoch']}), last {last['lc']:.3f}")
 expect(last["z_norm"] < 100, "the features stay bounded (the repulsion of L_gc is unbounded in principle)",
        f"mean ||z|| of the adversarial features in the last epoch: {last['z_norm']:.1f}")
 
 # %% [markdown]
-# Every term in its own panel, with the held-out clean and PGD accuracy and the learning rate:
+# $L_{lc}$ does not fall from the start: it rises after the first epoch and falls from its peak
+# on, while the adversarial cross-entropy falls throughout (the table above). An L1 distance also
+# depends on the scale of the features, which changes most in the first epochs (`z_norm` in the
+# history). Every term in its own panel, with the held-out clean and PGD accuracy and the learning rate:
 
 # %% tags=["plot"]
 viz.plot_training_curves({"adr": adr_history})
@@ -209,7 +214,8 @@ expect(all(same.values()), "at this budget the ablation cannot tell the variants
 # So the ablation's honest conclusion is: *on this budget, no term's effect is measurable*. Read
 # the curves as a picture of what each term does; a claim that a term helps needs several seeds,
 # more test images and the full profile (the paper's own ablation tables are not available).
-#
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Compactness, measured.** Compute $L_{lc}$ for the PGD-AT and the ADR model on a test batch

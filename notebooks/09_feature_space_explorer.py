@@ -47,7 +47,7 @@ if "google.colab" in sys.modules:
     output.enable_custom_widget_manager()
 
 # %% tags=["parameters"]
-PROFILE = "quick"  # "quick": CPU, minutes; "full": the papers' settings (a GPU)
+PROFILE = "quick"  # "quick": CPU, minutes; "lab": one GPU, ~10 min per recipe; "full": the papers' settings
 SEED = 0
 DATASET = "mnist-mini"
 N_TRAIN = None  # None: every training image; a number trains on a subset

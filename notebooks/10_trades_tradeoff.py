@@ -45,7 +45,7 @@ if "google.colab" in sys.modules:
     output.enable_custom_widget_manager()
 
 # %% tags=["parameters"]
-PROFILE = "quick"  # "quick": CPU, minutes; "full": the papers' settings (a GPU)
+PROFILE = "quick"  # "quick": CPU, minutes; "lab": one GPU, ~10 min per recipe; "full": the papers' settings
 SEED = 0
 DATASET = "mnist-mini"
 N_TRAIN = None  # None: every training image; a number trains on a subset
@@ -114,6 +114,8 @@ n = reports[names[0]].n
 expect(robust[-1] > robust[0] + 0.1, f"a larger beta buys robustness: PGD-20 at eps = {EPS} rises from the "
        f"smallest to the largest beta", f"{100 * robust[0]:.1f} % -> {100 * robust[-1]:.1f} %")
 expect(clean[-1] < clean[0], "and pays for it in clean accuracy", f"{100 * clean[0]:.1f} % -> {100 * clean[-1]:.1f} %")
+expect(robust == sorted(robust), "the robustness rises at every step of beta",
+       " -> ".join(f"{100 * r:.1f} %" for r in robust))
 low, high = wilson_interval(robust[-1], n), wilson_interval(robust[0], n)
 expect(low[0] > high[1], "the robustness gain is far outside the measurement noise",
        f"95 % intervals {100 * high[0]:.1f}-{100 * high[1]:.1f} % and {100 * low[0]:.1f}-{100 * low[1]:.1f} %")
@@ -162,6 +164,10 @@ strong, _ = course.train("trades", method_kwargs=dict(beta=20.0), progress=False
 strong_report = evaluate_robustness(strong, test.x, test.y, eps=(EPS,), attacks=("pgd-20",), seed=SEED, progress=False)
 print(f"beta = 20: clean {format_accuracy(strong_report.clean_acc, n)}, PGD-20 "
       f"{format_accuracy(strong_report.results[EPS]['PGD-20'], n)}")
+expect(abs(strong_report.results[EPS]["PGD-20"] - robust[-1]) < 0.05 and strong_report.clean_acc <= clean[-1],
+       "past the paper's beta the robustness moves little and the clean accuracy does not come back",
+       f"beta 6 -> 20: PGD-20 {100 * robust[-1]:.1f} -> {100 * strong_report.results[EPS]['PGD-20']:.1f} %, "
+       f"clean {100 * clean[-1]:.1f} -> {100 * strong_report.clean_acc:.1f} %")
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answer 1.** Compare with the $\beta = 6$ row: past the paper's value the robust accuracy moves
@@ -176,6 +182,13 @@ for name in (names[0], names[-1]):
     boundary = report.clean_acc - report.results[EPS]["PGD-20"]
     print(f"{name}: natural error {100 * natural:.1f} %, boundary error {100 * boundary:.1f} % "
           f"(robust error {100 * (natural + boundary):.1f} %)")
+split = {name: (1 - reports[name].clean_acc, reports[name].clean_acc - reports[name].results[EPS]["PGD-20"])
+         for name in (names[0], names[-1])}
+(natural_small, boundary_small), (natural_large, boundary_large) = split.values()
+expect(boundary_small > 5 * natural_small and boundary_large < boundary_small / 2 and natural_large > natural_small,
+       "at a small beta the boundary error dominates; the large beta halves it for a little more natural error",
+       f"boundary {100 * boundary_small:.1f} -> {100 * boundary_large:.1f} %, "
+       f"natural {100 * natural_small:.1f} -> {100 * natural_large:.1f} %")
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answer 2.** The robust error is the sum of the two. At small $\beta$ the boundary error
