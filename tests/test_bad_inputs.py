@@ -573,3 +573,23 @@ def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path):
     finished = run_cli(resume_command[1:], tmp_path)
     assert finished.returncode == 0, finished.stderr
     assert json.loads((out / "meta.json").read_text())["epoch"] == 40
+
+
+def test_an_unknown_method_setting_is_named_with_the_valid_ones():
+    from robustviz import methods
+
+    recipe = methods.get("pgd_at")
+    config = recipe.config("mnist", "quick", method_kwargs={"bogus": 1})
+    with pytest.raises(ValueError, match=r"unknown setting of the pgd_at method 'bogus'; choose one of: .*steps"):
+        recipe.build_method(config, 0.3)
+
+
+@pytest.mark.parametrize("profile", ["quick", "lab", "full"])
+def test_every_recipe_setting_is_one_its_method_takes(profile):
+    from robustviz import methods
+
+    for key, recipe in methods.RECIPES.items():
+        for family in methods.FAMILIES:
+            config = recipe.config(family, profile)
+            known = recipe.method_settings()
+            assert known is None or set(config.method_kwargs) <= set(known), (key, family, profile)

@@ -10,6 +10,7 @@ for the paper's setting on a GPU.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -351,4 +352,16 @@ class Recipe:
     def build_method(self, config: TrainConfig, default_eps: float) -> Method:
         """Instantiate the method with the config's eps (or the dataset's) and kwargs."""
         eps = config.eps if config.eps is not None else default_eps
+        known = self.method_settings()
+        unknown = [name for name in config.method_kwargs if known is not None and name not in known]
+        if unknown:
+            raise unknown_name_error(f"setting of the {self.key} method", unknown[0], known)
         return self.make(eps=eps, **config.method_kwargs)
+
+    def method_settings(self) -> tuple[str, ...] | None:
+        """The names ``method_kwargs`` may set for this recipe (the method's keyword arguments),
+        or None where the method passes extra keywords on (then its own check answers)."""
+        parameters = inspect.signature(self.make).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            return None
+        return tuple(p.name for p in parameters if p.name != "eps" and p.kind is not inspect.Parameter.VAR_POSITIONAL)
