@@ -182,6 +182,8 @@ expect(bool(kept[inside].all()), "the certificate holds: every image attacked wi
 widths = [0.5, 2, 8, 32, 64, 90, 100, 128, 256]
 norms = score_gradient_norms(model.head, widths, label=0, seed=SEED)
 viz.plot_gradient_norms(widths, norms)
+
+# %%
 beyond = [i for i, w in enumerate(widths) if w > 104]
 expect(all(norms["paper scores (exp domain)"][i] == 0 for i in beyond)
        and all(norms["log-domain scores"][i] > 0 for i in beyond),
@@ -285,6 +287,8 @@ expect(abs(tightened["log-domain scores, margin"] - as_trained["log-domain score
 report = ladder(tight, test, EPS_MASKING, level="quick", n=course.pick(100, 1000), seed=SEED, progress=False)
 print(report.table())
 viz.plot_ladder(report)
+
+# %%
 expect(report.worst_case < report.reported - 0.3, "the ladder exposes the masking",
        f"reported {100 * report.reported:.1f}%, worst case over attacks {100 * report.worst_case:.1f}%")
 

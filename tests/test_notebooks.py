@@ -117,6 +117,21 @@ def test_every_notebook_has_the_course_structure(name):
 
 
 @pytest.mark.parametrize("name", COURSE)
+def test_plot_cells_end_in_what_they_show(name):
+    """A figure object is shown only as the cell's last expression (or through ``display``): a
+    statement after the plot call hides it."""
+    import ast
+
+    source, _ = read_pair(name)
+    for cell in source.cells:
+        if cell.cell_type == "code" and "plot" in tags(cell) and "display(" not in cell.source:
+            code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith("%"))
+            last = ast.parse(code).body[-1]
+            shown = ast.unparse(last.value) if isinstance(last, ast.Expr) else ""
+            assert "plot" in shown or "figure" in shown, f"{name}: a plot cell must end with its figure:\n{cell.source}"
+
+
+@pytest.mark.parametrize("name", COURSE)
 def test_plotting_cells_are_tagged(name):
     """Every code cell that calls a plot function is tagged ``plot`` (checked for an image when run)."""
     source, _ = read_pair(name)
