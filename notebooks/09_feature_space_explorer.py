@@ -165,17 +165,22 @@ expect(lowest < 0.99, "no 2-D map keeps every neighbourhood of the feature space
 # %%
 lines = ["| model | d | intra/inter clean -> adv | Fisher clean -> adv | silhouette clean -> adv | margin clean -> adv "
          "| silhouette change |", "|---|---|---|---|---|---|---|"]
-change = {}
+change, clean_silhouette = {}, {}
 for key in models:
     feats = explored.features[key][("pgd-10", 0.1)]
     clean, adv = separation_metrics(feats.clean, feats.labels), separation_metrics(feats.adversarial, feats.labels)
-    change[key] = adv["silhouette"] - clean["silhouette"]
+    change[key], clean_silhouette[key] = adv["silhouette"] - clean["silhouette"], clean["silhouette"]
     cells = [f"{clean[m]:.2f} -> {adv[m]:.2f}" for m in ("intra/inter ratio", "Fisher criterion", "silhouette",
                                                          "mean margin")]
     lines.append(f"| {key} | {feats.dim} | " + " | ".join(cells) + f" | {change[key]:+.2f} |")
 display(Markdown("\n".join(lines)))
 expect(change["ce"] < change["pgd_at"] - 0.05, "the attack degrades the standard model's separation more than "
        "PGD-AT's", f"silhouette change: ce {change['ce']:+.2f}, pgd_at {change['pgd_at']:+.2f}")
+tightest = max(clean_silhouette, key=clean_silhouette.get)
+expect(change[tightest] < change["pgd_at"] - 0.05, "the best-separated clean features are not the most robust ones: "
+       "the model with the highest clean silhouette loses more of it under attack than PGD-AT",
+       f"{tightest}: silhouette {clean_silhouette[tightest]:.2f}, change {change[tightest]:+.2f}; "
+       f"pgd_at: {clean_silhouette['pgd_at']:.2f}, change {change['pgd_at']:+.2f}")
 
 # %% [markdown]
 # ## Exercises
@@ -197,16 +202,21 @@ expect(change["ce"] < change["pgd_at"] - 0.05, "the attack degrades the standard
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # @title Solution 2
+pair_kept = {}
 for key in models:
     feats = explored.features[key][("pgd-10", EPS)]
     pair = np.isin(feats.labels.numpy(), [4, 9])
     kept = (feats.pred_adv[pair] == feats.labels[pair]).float().mean()
     print(f"{key:<15} 4s and 9s still correct under PGD-10 at eps {EPS}: {100 * kept:.0f}%")
+    pair_kept[key] = float(kept)
+expect(pair_kept["pgd_at"] > 0.5 and pair_kept["ce"] < 0.05 and pair_kept["fgsm_at"] < 0.05,
+       "PGD-AT keeps most 4s and 9s apart; the standard and the pseudo-robust model keep none",
+       f"pgd_at {100 * pair_kept['pgd_at']:.0f} %, ce {100 * pair_kept['ce']:.0f} %, "
+       f"fgsm_at {100 * pair_kept['fgsm_at']:.0f} %")
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
-# **Answer 2.** Read the list: the adversarially trained models (`pgd_at`, and the others
-# trained with multi-step attacks) keep most 4s and 9s apart; the standard and pseudo-robust
-# models keep none. These two digits are among the closest pairs of MNIST, so they are the first
+# **Answer 2.** Read the list: the models trained with multi-step attacks (`pgd_at`, `gce_at`,
+# `adr`) keep most 4s and 9s apart; the standard and pseudo-robust models keep none or few. These two digits are among the closest pairs of MNIST, so they are the first
 # to merge under attack.
 
 # %% tags=["solution", "widget"] jupyter={"source_hidden": true}
