@@ -46,7 +46,7 @@ def plot_accuracy_vs_eps(
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"accuracy (%), n = {first.n}")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    fig.legend(handles, labels, loc="outside right center", fontsize="small")
     fig.suptitle("Accuracy under attack (bands: 95 % Wilson intervals)")
     return fig
 
@@ -167,6 +167,6 @@ def plot_tradeoff(points: Mapping[str, tuple[float, float, int]], robust_label: 
     ax.set_xlabel(f"{robust_label} (%)")
     ax.set_ylabel("clean accuracy (%)")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize="small")
+    fig.legend(loc="outside right center", fontsize="small")
     ax.set_title("The robustness-accuracy trade-off (bars: 95 % intervals)")
     return fig
