@@ -11,8 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from robustviz import data, methods, models
 from robustviz.methods import Batch, Step
+from robustviz.precision import grad_scaler, resolve_amp
 from robustviz.train import fit, input_statistics, train_model
-from robustviz.train.precision import grad_scaler, resolve_amp
 
 
 @pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16"),
@@ -140,3 +140,36 @@ def test_scalar_reads_are_counted():
         float(torch.ones(2).sum())
         bool(torch.ones(2).any())
     assert reads.count == 2
+
+
+# ---- evaluation: float32 unless asked ----------------------------------------------------
+
+def conv_dtypes(model) -> tuple[list, object]:
+    """Record the dtype of every output of the model's first convolution."""
+    seen = []
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    return seen, conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+
+
+@pytest.mark.parametrize("view", ["evaluate_robustness", "ladder"])
+def test_evaluation_attacks_run_in_float32_by_default_and_under_autocast_when_asked(view):
+    from robustviz.evaluate import evaluate_robustness, ladder
+    bundle = data.load("mnist-mini", n_train=100, n_test=40, seed=0)
+    model = models.build("lenet5", 10, 1, seed=0).eval()
+    x, y = bundle.test.x, bundle.test.y
+
+    def run(amp):
+        if view == "ladder":
+            return ladder(model, (x, y), eps=0.1, attacks=("fgsm", "pgd-3"), progress=False, amp=amp).worst_case
+        return evaluate_robustness(model, x, y, eps=0.1, attacks=("pgd-3",), progress=False, amp=amp).results
+
+    seen, hook = conv_dtypes(model)
+    run("off")
+    assert seen and set(seen) == {torch.float32}
+    seen.clear()
+    run("bf16")
+    hook.remove()
+    assert torch.bfloat16 in seen, "amp='bf16' runs the attack's forward passes under autocast"
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "autocast leaves the weights in float32"
+    with pytest.raises(ValueError, match="amp must be one of"):
+        run("half")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .core import eval_mode, model_device_dtype, prepare_inputs, project_l2, project_linf
+from .core import ATTACK_BATCH_SIZE, eval_mode, model_device_dtype, prepare_inputs, project_l2, project_linf
 
 VERSIONS = ("standard", "rand", "fast")
 NORMS = {"linf": "Linf", "l2": "L2"}
@@ -76,7 +76,7 @@ def autoattack(
     version: str = "standard",
     n: int | None = None,
     seed: int = 0,
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
 ) -> AutoAttackResult:
     """Run AutoAttack on ``model`` and return the adversarial examples with the breakdown.
 
@@ -215,7 +215,7 @@ class AutoAttack:
     norm: str = "linf"
     version: str = "standard"
     seed: int = 0
-    batch_size: int = 500
+    batch_size: int = ATTACK_BATCH_SIZE
     last_result: AutoAttackResult | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,12 @@ from .losses import AttackLoss
 
 NORMS = ("linf", "l2")
 
+# Samples per attack call when an evaluation walks through a test set. An attack keeps the
+# activations of a forward pass for its backward pass: at 128 MNIST images that is a few
+# hundred MB less than at 500, which keeps a CPU notebook inside Binder's 2 GB, at no cost
+# in speed on a CPU (docs/benchmarks.md). On a GPU pass a larger ``batch_size``.
+ATTACK_BATCH_SIZE = 128
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .._checks import check_eps, check_inputs
 from ..attacks import fgsm, pgd, transfer_attack
-from ..attacks.core import eval_mode, input_gradient, prepare_inputs
+from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
 from .ladder import resolve_data
 from .robustness import correct_under, predict
@@ -164,7 +164,7 @@ def diagnose(
     large_eps: float = 0.5,
     strong_attack: tuple[int, int] = (100, 3),
     seed: int = 0,
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
     progress: bool = True,
 ) -> Diagnosis:
     """Measure the gradient-masking warning signs of ``model`` at L-inf budget ``eps``.

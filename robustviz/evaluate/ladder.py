@@ -32,6 +32,7 @@ from .._checks import (
     unknown_name_error,
 )
 from ..attacks import AutoAttack
+from ..attacks.core import ATTACK_BATCH_SIZE
 from .robustness import correct_under, make_attack, predict
 
 LADDER_LEVELS: dict[str, tuple[str, ...]] = {
@@ -118,8 +119,9 @@ def ladder(
     n: int | None = 1000,
     reported: float | None = None,
     seed: int = 0,
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
     progress: bool = True,
+    amp: str = "off",
 ) -> LadderReport:
     """Climb the attack ladder on ``model`` at budget ``eps``.
 
@@ -135,6 +137,8 @@ def ladder(
         seed: seed of every attack's random choices.
         batch_size: samples per attack batch (AutoAttack gets all samples at once and batches itself).
         progress: show a progress bar.
+        amp: ``"off"`` (float32, the default) or an autocast precision for speed, as in
+            ``evaluate_robustness``.
 
     Returns:
         a ``LadderReport``; ``report.worst_case`` is the worst case over all attacks.
@@ -152,14 +156,14 @@ def ladder(
     check_inputs(model, x, y, allow_empty=False, what="ladder")
     eps = check_eps(eps)
     built = [make_attack(spec, eps, seed) for spec in attacks]
-    clean_correct = predict(model, x, batch_size) == y
+    clean_correct = predict(model, x, batch_size, amp) == y
     worst = clean_correct.clone()
     report = LadderReport(eps=eps, n=int(y.numel()), clean_acc=float(clean_correct.float().mean()), reported=0.0)
     accuracies, seconds, worst_cases = [], [], []
     for attack in tqdm(built, desc=f"ladder eps={eps:.3g}", disable=not progress, leave=False):
         started = time.perf_counter()
         whole = isinstance(attack, AutoAttack)
-        survived = clean_correct & correct_under(model, attack, x, y, y.numel() if whole else batch_size)
+        survived = clean_correct & correct_under(model, attack, x, y, y.numel() if whole else batch_size, amp)
         seconds.append(time.perf_counter() - started)
         if whole and attack.last_result is not None:
             report.autoattack = dict(attack.last_result.breakdown)

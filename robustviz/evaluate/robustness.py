@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from .._checks import as_names, check_budgets, check_inputs
 from ..attacks import BIM, FGSM, MIFGSM, PGD, RFGSM, Adaptive, AutoAttack, MultiTargetedPGD
+from ..attacks.core import ATTACK_BATCH_SIZE
+from ..precision import autocast, resolve_amp
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -105,13 +107,17 @@ def labels_from_scores(scores: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels ``[N]`` (``labels_from_scores`` of ``forward``), batched, on ``x``'s device."""
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500, amp: str = "off") -> torch.Tensor:
+    """Predicted labels ``[N]`` (``labels_from_scores`` of ``forward``), batched, on ``x``'s device.
+
+    ``amp`` as in ``evaluate_robustness`` (``"off"``: float32).
+    """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    preds = [labels_from_scores(model(x[i : i + batch_size].to(device))).to(x.device)
-             for i in range(0, x.shape[0], batch_size)]
+    with autocast(resolve_amp(amp, device), device):
+        preds = [labels_from_scores(model(x[i : i + batch_size].to(device))).to(x.device)
+                 for i in range(0, x.shape[0], batch_size)]
     model.train(was_training)
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
@@ -175,9 +181,10 @@ def evaluate_robustness(
     y: torch.Tensor,
     eps: Sequence[float],
     attacks: Sequence[str] = ("fgsm", "pgd-20"),
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
     seed: int = 0,
     progress: bool = True,
+    amp: str = "off",
 ) -> RobustnessReport:
     """Clean accuracy and robust accuracy for every attack at every budget.
 
@@ -189,6 +196,10 @@ def evaluate_robustness(
         batch_size: samples per attack batch.
         seed: seed of the attacks' random starts.
         progress: show a progress bar.
+        amp: precision of the attacks and predictions: ``"off"`` (float32, the honest
+            default), or ``"auto"``, ``"bf16"``, ``"fp16"`` to run them under autocast for
+            speed (``robustviz.precision``). Half precision can round small input gradients
+            to zero and so weaken an attack: report float32 numbers.
 
     Returns:
         a ``RobustnessReport`` with the per-attack and worst-case accuracies.
@@ -201,7 +212,7 @@ def evaluate_robustness(
     attacks = as_names(attacks)
     # The loosest bound (any norm's) here; each attack checks the budget against its own norm.
     budgets = check_budgets(eps, norm="l2", dim=x[0].numel())
-    clean_correct = predict(model, x, batch_size) == y
+    clean_correct = predict(model, x, batch_size, amp) == y
     report = RobustnessReport(n=int(y.numel()), clean_acc=float(clean_correct.float().mean()))
     bar = tqdm(total=len(budgets) * len(attacks), desc="evaluating", disable=not progress,
                leave=False)
@@ -211,7 +222,7 @@ def evaluate_robustness(
         for spec in attacks:
             attack = make_attack(spec, budget, seed)
             started = time.perf_counter()
-            survived = clean_correct & correct_under(model, attack, x, y, batch_size)
+            survived = clean_correct & correct_under(model, attack, x, y, batch_size, amp)
             name = getattr(attack, "name", spec)
             report.seconds[budget][name] = time.perf_counter() - started
             report.results[budget][name] = float(survived.float().mean())
@@ -224,13 +235,18 @@ def evaluate_robustness(
     return report
 
 
-def correct_under(model, attack: Attack, x, y, batch_size: int) -> torch.Tensor:
-    """Per-sample correctness ``[N]`` on the attacked inputs."""
+def correct_under(model, attack: Attack, x, y, batch_size: int, amp: str = "off") -> torch.Tensor:
+    """Per-sample correctness ``[N]`` on the attacked inputs, ``batch_size`` samples per attack call.
+
+    ``amp`` as in ``evaluate_robustness``: the attack and the prediction run under that autocast.
+    """
     device = next(model.parameters()).device
+    precision = resolve_amp(amp, device)
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        x_adv = attack(model, xb, yb)
-        with torch.no_grad():
-            out.append((labels_from_scores(model(x_adv)) == yb).to(y.device))
+        with autocast(precision, device):
+            x_adv = attack(model, xb, yb)
+            with torch.no_grad():
+                out.append((labels_from_scores(model(x_adv)) == yb).to(y.device))
     return torch.cat(out)

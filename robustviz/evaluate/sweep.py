@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..attacks.core import ATTACK_BATCH_SIZE
 from .ladder import resolve_data
 from .robustness import RobustnessReport, evaluate_robustness
 
@@ -38,7 +39,7 @@ def eps_sweep(
     attack: str = "pgd-20",
     n: int | None = 500,
     seed: int = 0,
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
     progress: bool = True,
 ) -> RobustnessReport:
     """Accuracy under ``attack`` at every budget of ``eps_values`` (default ``eps_grid()``, up to 0.5).

@@ -19,11 +19,11 @@ from torch import nn
 
 from .._checks import check_train_settings, unknown_name_error
 from ..data import BatchIterator, Split
+from ..precision import AMP_MODES
 
 PROFILES = ("quick", "lab", "full")
 FAMILIES = ("mnist", "cifar", "toy")
 INPUT_NORMS = ("dataset", "none")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 MONITOR_ATTACKS = ("pgd", "ifgsm")
 
 

@@ -21,6 +21,7 @@ from ..data.loader import _epoch_seed
 from ..evaluate.robustness import labels_from_scores
 from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
 from ..models import Normalize
+from ..precision import autocast, grad_scaler, resolve_amp
 from .checkpoint import (
     clear_checkpoint,
     has_checkpoint,
@@ -33,7 +34,6 @@ from .checkpoint import (
 )
 from .history import History
 from .meter import EpochMeter
-from .precision import autocast, grad_scaler, resolve_amp
 from .schedules import make_schedule
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .._checks import check_inputs
-from ..attacks.core import eval_mode
+from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode
 from ..data import DataBundle, Split, stratified_indices
 from ..evaluate.robustness import labels_from_scores
 
@@ -82,7 +82,7 @@ def extract(
     attack: str | AttackFn | None = None,
     eps: float | None = None,
     n: int | None = 1000,
-    batch_size: int = 500,
+    batch_size: int = ATTACK_BATCH_SIZE,
     seed: int = 0,
 ) -> Features:
     """Features of ``layer`` for ``n`` clean inputs and, with ``attack``, their adversarial copies.

@@ -7,6 +7,10 @@ fp16 runs fast, but its small exponent range lets gradients underflow to zero, s
 is multiplied by a running scale before ``backward`` (``torch.amp.GradScaler``) and the
 gradients divided by it before the optimiser step. Loss terms compute in at least float32
 inside autocast (``robustviz._precision``).
+
+Training uses ``TrainConfig.amp`` (default ``"auto"``). Evaluation runs in float32 unless
+asked otherwise (``evaluate_robustness(..., amp="auto")``): an attack in half precision can
+see input gradients rounded to zero and report a model as more robust than it is.
 """
 
 from __future__ import annotations
@@ -15,8 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from ..methods.base import AMP_MODES
-
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
