@@ -183,6 +183,15 @@ widths = [0.5, 2, 8, 32, 64, 90, 100, 128, 256]
 norms = score_gradient_norms(model.head, widths, label=0, seed=SEED)
 viz.plot_gradient_norms(widths, norms)
 
+# %% [markdown]
+# Read the paper scores' curve in three parts. Up to about 87 widths it is a real gradient. Between
+# about 87 and 104 widths it is erratic (here a jump at 90 widths): the point has moved away from
+# its own centre too, so *every* kernel, its own class's included, is a subnormal number with only
+# a few significant bits left, and the normalisation $S_c / \sum_{c'} S_{c'}$ divides such numbers
+# by each other. The result is rounding noise, not information about the model. Beyond about 104
+# widths it is exactly 0. The log-domain scores never take an exponential of $-w$ and keep a
+# gradient at every distance.
+
 # %%
 beyond = [i for i, w in enumerate(widths) if w > 104]
 expect(all(norms["paper scores (exp domain)"][i] == 0 for i in beyond)
