@@ -139,10 +139,30 @@ def linf_bounds(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor
     return (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
 
 
+def clip_to(x_adv: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``x_adv`` clipped elementwise into ``[lower, upper]`` (e.g. the box of ``linf_bounds``)."""
+    return torch.min(torch.max(x_adv, lower), upper)
+
+
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project ``x_adv`` onto the L-inf ball of radius ``eps`` around ``x``, intersected with [0, 1]."""
-    lower, upper = linf_bounds(x, eps)
-    return torch.min(torch.max(x_adv, lower), upper)
+    return clip_to(x_adv, *linf_bounds(x, eps))
+
+
+def signed_step(
+    x_adv: torch.Tensor, direction: torch.Tensor, step_size: float, lower: torch.Tensor, upper: torch.Tensor
+) -> torch.Tensor:
+    """One L-inf ascent step: ``clip(x_adv + step_size * sign(direction), lower, upper)``.
+
+    The step of FGSM, BIM/PGD, MI-FGSM and the training attacks. ``direction`` is the loss's
+    input gradient (or MI-FGSM's momentum); ``lower``/``upper`` come from ``linf_bounds(x, eps)``.
+
+    Example:
+        >>> x = torch.full((1, 3), 0.5)
+        >>> signed_step(x, torch.tensor([[1.0, -2.0, 0.0]]), 0.25, *linf_bounds(x, 0.1))
+        tensor([[0.6000, 0.4000, 0.5000]])
+    """
+    return clip_to(x_adv + step_size * direction.sign(), lower, upper)
 
 
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .core import eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs
+from .core import eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs, signed_step
 from .losses import AttackLoss, resolve_loss
 
 
@@ -38,7 +38,7 @@ def fgsm(
     with eval_mode(model):
         grad, _ = input_gradient(model, x_work, y_work, loss_fn)
     lower, upper = linf_bounds(x_work, eps)
-    x_adv = torch.min(torch.max(x_work + eps * grad.sign(), lower), upper)
+    x_adv = signed_step(x_work, grad, eps, lower, upper)
     return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
 
@@ -91,7 +91,7 @@ def rfgsm(
     with eval_mode(model):
         grad, _ = input_gradient(model, x_start, y_work, resolve_loss(loss))
     lower, upper = linf_bounds(x_work, eps)
-    x_adv = torch.min(torch.max(x_start + (eps - alpha) * grad.sign(), lower), upper)
+    x_adv = signed_step(x_start, grad, eps - alpha, lower, upper)
     return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .core import eval_mode, input_gradient, linf_bounds, prepare_inputs
+from .core import eval_mode, input_gradient, linf_bounds, prepare_inputs, signed_step
 from .losses import AttackLoss, resolve_loss
 from .pgd import pgd
 
@@ -74,7 +74,7 @@ def mifgsm(
             grad, _ = input_gradient(model, x_adv, y_work, loss_fn)
             l1 = grad.abs().flatten(1).sum(dim=1).clamp_min(1e-12).view(-1, *([1] * (grad.dim() - 1)))
             momentum = decay * momentum + grad / l1
-            x_adv = torch.min(torch.max(x_adv + step_size * momentum.sign(), lower), upper)
+            x_adv = signed_step(x_adv, momentum, step_size, lower, upper)
     return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
 

@@ -12,11 +12,12 @@ from .core import (
     eval_mode,
     input_gradient,
     l2_normalize,
+    linf_bounds,
     make_generator,
     prepare_inputs,
     project_l2,
-    project_linf,
     random_start,
+    signed_step,
 )
 from .losses import AttackLoss, resolve_loss
 
@@ -129,7 +130,7 @@ def _start(x, eps, norm, start_random, generator):
 def ascent_step(x_adv, x, grad, eps, step_size, norm):
     """One ascent step followed by the projection onto the ball and [0, 1]."""
     if norm == "linf":
-        return project_linf(x_adv + step_size * grad.sign(), x, eps)
+        return signed_step(x_adv, grad, step_size, *linf_bounds(x, eps))
     return project_l2(x_adv + step_size * l2_normalize(grad), x, eps)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..losses.trades import kl_per_sample
-from .core import eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs
+from .core import clip_to, eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs, signed_step
 
 
 def trades_attack(
@@ -71,11 +71,11 @@ def trades_attack(
             return kl_per_sample(clean_logits, scores)
 
         x_adv = gaussian_start(x_work, init_std, make_generator(seed))
-        x_adv = torch.min(torch.max(x_adv, lower), upper)
+        x_adv = clip_to(x_adv, lower, upper)
         with torch.enable_grad():  # works inside a caller's torch.no_grad() too
             for _ in range(steps):
                 grad, _ = input_gradient(model, x_adv, y_work, kl_to_clean)
-                x_adv = torch.min(torch.max(x_adv + step_size * grad.sign(), lower), upper)
+                x_adv = signed_step(x_adv, grad, step_size, lower, upper)
     return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
 

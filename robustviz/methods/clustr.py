@@ -26,7 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._precision import at_least_float32
-from ..attacks.core import crafting_batchnorm, eval_mode, input_gradient, linf_bounds, prepare_inputs, random_start
+from ..attacks.core import (
+    crafting_batchnorm,
+    eval_mode,
+    input_gradient,
+    linf_bounds,
+    prepare_inputs,
+    random_start,
+    signed_step,
+)
 from ..data import BatchIterator, Split, random_crop_flip
 from ..losses.magnet import (
     CONSISTENCY_KINDS,
@@ -517,7 +525,7 @@ class ClusTRQTrades(ClusTR):
             start = random_start(x, eps, "linf", None)
             grad, _ = input_gradient(model, start, y, criterion)
         lower, upper = linf_bounds(x, eps)
-        return torch.min(torch.max(start + self.step_size * grad.sign(), lower), upper).detach()
+        return signed_step(start, grad, self.step_size, lower, upper).detach()
 
     def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
         if self.pretraining(step.epoch):

@@ -55,7 +55,7 @@ from torch import nn
 
 from .._checks import check_eps
 from ..attacks import fgsm, pgd
-from ..attacks.core import crafting_batchnorm, eval_mode, input_gradient, linf_bounds, prepare_inputs
+from ..attacks.core import crafting_batchnorm, eval_mode, input_gradient, prepare_inputs, project_linf
 from ..attacks.losses import cross_entropy
 from ..losses.singlestep import check_r3_settings, sat_r1_loss, sat_r2_loss, sat_r3_loss
 from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput
@@ -170,7 +170,7 @@ def sat_r2_samples(
     x_fgsm = (x_work + eps * signs[:batch]).clamp(0.0, 1.0)
     x_rfgsm = (x_r + eps * signs[batch:]).clamp(0.0, 1.0)
     if project:
-        x_rfgsm = _clip_to_ball(x_rfgsm, x_work, eps)
+        x_rfgsm = project_linf(x_rfgsm, x_work, eps)
     return _like(x_fgsm, x), _like(x_rfgsm, x)
 
 
@@ -205,7 +205,7 @@ def sat_r3_samples(
     x_lo = (x_r + eps_lo * g).clamp(0.0, 1.0)
     x_hi = (x_r + eps_hi * g).clamp(0.0, 1.0)
     if project:
-        x_lo, x_hi = _clip_to_ball(x_lo, x_work, eps_lo), _clip_to_ball(x_hi, x_work, eps_hi)
+        x_lo, x_hi = project_linf(x_lo, x_work, eps_lo), project_linf(x_hi, x_work, eps_hi)
     return _like(x_lo, x), _like(x_hi, x)
 
 
@@ -221,9 +221,6 @@ def _full_precision(x: torch.Tensor) -> AbstractContextManager:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-def _clip_to_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    lower, upper = linf_bounds(x, eps)
-    return torch.min(torch.max(x_adv, lower), upper)
 
 
 def _like(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
