@@ -8,8 +8,8 @@ tells each one who it is through environment variables: ``RANK`` (0..N-1 over al
 holds the few operations the training loop and the evaluation need:
 
 * who am I: ``rank``, ``world_size``, ``is_main`` (rank 0 alone writes files and prints);
-* split work: ``shard`` (items ``rank, rank + N, ...``) and ``batch_part`` (this rank's
-  samples of a global batch);
+* split work: ``shard`` (items ``rank, rank + N, ...``; ``BatchIterator`` gives each rank
+  the samples ``rank, rank + N, ...`` of every global batch);
 * put results back together: ``gather_samples`` (per-sample tensors from every rank, in the
   original order), ``sum_over_ranks``, ``agree`` (rank 0's decision for everyone);
 * keep the copies identical: ``average_gradients`` (what ``DistributedDataParallel`` does
@@ -166,19 +166,6 @@ def shard(count: int) -> range:
         [0, 1, 2, 3, 4]
     """
     return range(rank(), count, world_size())
-
-
-def batch_part(count: int) -> slice:
-    """This rank's positions in a global batch of ``count`` samples: ``slice(rank, count, N)``.
-
-    Strided, so every rank sees every part of a batch laid out in groups (ClusTR's
-    neighbourhood batches), and shares differ by at most one sample.
-
-    Example:
-        >>> torch.arange(6)[batch_part(6)]  # one process: the whole batch
-        tensor([0, 1, 2, 3, 4, 5])
-    """
-    return slice(rank(), count, world_size())
 
 
 # ---- putting results back together ------------------------------------------------------------

@@ -125,6 +125,7 @@ def train_model(
     """
     from .. import models
 
+    distributed.init_from_env()  # under torchrun: before "cuda" is resolved to this process's GPU
     config = get(method).config(data.family, profile, **overrides)
     mean, std = input_statistics(config, data)
     model = models.build(
