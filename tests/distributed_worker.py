@@ -101,6 +101,10 @@ def train_resumed(out: Path) -> None:
     resumed = build(mnist, seed=99)  # its own weights are replaced by the checkpoint's
     fit(resumed, mnist, "fgsm_rs", seed=4, checkpoint_dir=folder, resume=True, **RESUME)
     save(out, "resume", {"reference": reference.state_dict(), "resumed": resumed.state_dict()})
+    try:  # the folder holds a run now: rank 0 refuses, and every rank must raise (not wait for rank 0)
+        fit(build(mnist), mnist, "fgsm_rs", seed=4, checkpoint_dir=folder, **RESUME)
+    except ValueError as err:
+        save(out, "refusal", f"{type(err).__name__}: {err}")
 
 
 def evaluate(out: Path, model, mnist) -> None:

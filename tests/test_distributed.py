@@ -53,7 +53,7 @@ def ranks(tmp_path_factory):
     """What both ranks of one torchrun launch of the worker saved: ``{name: (rank 0, rank 1)}``."""
     out = tmp_path_factory.mktemp("ranks")
     torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(out))
-    names = ("ce", "evaluate", "resume", *worker.METHODS)
+    names = ("ce", "evaluate", "resume", "refusal", *worker.METHODS)
     return {name: tuple(torch.load(out / f"{name}-rank{r}.pt", weights_only=False) for r in (0, 1))
             for name in names}
 
@@ -104,6 +104,11 @@ def test_an_interrupted_two_rank_run_resumes_to_the_uninterrupted_weights(ranks)
     for saved in ranks["resume"]:
         assert_same(saved["reference"], saved["resumed"])
     assert_same(ranks["resume"][0], ranks["resume"][1])
+
+
+def test_a_refusal_on_rank_0_is_raised_on_every_rank(ranks):
+    first, second = ranks["refusal"]
+    assert first == second and first.startswith("CheckpointError") and "resume=True" in first
 
 
 def test_sharded_evaluation_gives_the_per_sample_results_of_one_process(ranks):
