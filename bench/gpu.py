@@ -1,6 +1,6 @@
 """One GPU check: robustviz's CUDA paths on one GPU in at most 8 minutes, written to docs/gpu.md.
 
-Four parts, each with its own time budget (a part that runs out of time says what it skipped):
+Five parts, each with its own time budget (a part that runs out of time says what it skipped):
 
 1. **Training steps**: every recipe's training step on CUDA through the real ``fit`` path
    (``train_model`` with ``steps=3``), once in bf16 and once in fp16 with the gradient scaler;
@@ -17,6 +17,9 @@ Four parts, each with its own time budget (a part that runs out of time says wha
 4. **AutoAttack-fast** (``robustviz.attacks.autoattack(version="fast")``: APGD-CE then
    APGD-T) on 1,000 test images of the lab ``pgd_at`` model of part 2 or, without it, of a
    ``pgd_at`` model trained here in the ``quick`` profile.
+5. **Several GPUs** (on a machine with more than one): one ``pgd_at`` epoch under ``torchrun``
+   with 1, 2 and all GPUs (``bench/distributed.py --device cuda``); with one GPU the report
+   says that GPU scaling is not measured.
 
 The report gives the GPU (name, compute capability, memory), the versions and every number.
 Without a GPU the script refuses (exit status 2). ``--dry-run`` runs the same code on the
@@ -35,6 +38,7 @@ import argparse
 import dataclasses
 import math
 import platform
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -80,14 +84,14 @@ class Sizes:
 
 
 GPU_SIZES = Sizes(
-    device="cuda", budgets={"data": 60, "steps": 150, "lab": 160, "pgd": 40, "autoattack": 60},
+    device="cuda", budgets={"data": 60, "steps": 150, "lab": 160, "pgd": 40, "autoattack": 60, "scaling": 120},
     step_profile="full", steps=3, step_n_train=1024, step_val_size=256, step_batch=None,
     precisions=("bf16", "fp16"),
     pgd_cases=(("smallcnn", (1, 28, 28), 1024), ("preact_resnet18", (3, 32, 32), 512), ("wrn34_10", (3, 32, 32), 128)),
     fallback_overrides={"steps": 300},  # about 0.8 epoch of CIFAR-10: a robust model to attack, in seconds
 )
 DRY_SIZES = Sizes(
-    device="cpu", budgets={"data": 30, "steps": 40, "lab": 15, "pgd": 10, "autoattack": 15},
+    device="cpu", budgets={"data": 30, "steps": 40, "lab": 15, "pgd": 10, "autoattack": 15, "scaling": 5},
     step_profile="quick", steps=1, step_n_train=128, step_val_size=16, step_batch=16,
     precisions=("bf16", "fp16"), pgd_cases=(("smallcnn", (1, 28, 28), 16),), pgd_repeats=1, aa_images=16,
     fallback_overrides={"steps": 2, "batch_size": 16, "val_size": 16}, lab_overrides={"steps": 2, "val_size": 16},
@@ -276,6 +280,20 @@ def part_autoattack(bundle, lab_models: dict, sizes: Sizes, budget: Budget, seed
 # ---- the report -----------------------------------------------------------------------------------------------
 
 
+def part_scaling(sizes: Sizes, budget: Budget) -> dict:
+    """Several GPUs: one ``pgd_at`` epoch on 1 and on every GPU under torchrun (``bench/distributed.py``)."""
+    count = torch.cuda.device_count() if sizes.device == "cuda" else 0
+    if count < 2:
+        return {"skipped": f"this machine has {count} GPU(s); GPU scaling is not measured"}
+    procs = sorted({1, 2, count})
+    command = [sys.executable, str(ROOT / "bench" / "distributed.py"), "--device", "cuda", "--methods", "pgd_at",
+               "--procs", *map(str, procs)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=max(budget.left(), 1))
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "bench/distributed.py")
+    return {"table": done.stdout.strip(), "command": " ".join(["python bench/distributed.py", *command[2:]])}
+
+
 def hardware(device: str) -> list[str]:
     if device != "cuda":
         cpu = platform.processor() or platform.machine()
@@ -379,6 +397,16 @@ def render(results: dict, args, sizes: Sizes) -> str:
                   f"eps {aa['eps']:.4g}, model: {aa['model']}.", "",
                   f"- clean {pct(aa['clean'])}, robust {pct(aa['robust'])}",
                   f"- {aa['seconds']:.1f} s in all ({per})", ""]
+
+    scaling = results.get("scaling", {"skipped": "pending"})
+    lines += ["## 5. Several GPUs under torchrun", ""]
+    if isinstance(scaling.get("skipped"), str):
+        lines += [f"Skipped: {scaling['skipped']}.", ""]
+    elif "error" in scaling:
+        lines += ["Failed (above).", ""]
+    else:
+        lines += [f"`{scaling['command']}`: one epoch of `pgd_at` (quick recipe, mnist-mini), global batch 128.", "",
+                  scaling["table"], ""]
     return "\n".join(lines)
 
 
@@ -425,6 +453,7 @@ def main(argv=None) -> int:
             ("pgd", lambda b: part_pgd(sizes, b)),
             ("autoattack", lambda b: part_autoattack(base, results.get("lab", {}).get("models", {}), sizes, b,
                                                      args.seed)),
+            ("scaling", lambda b: part_scaling(sizes, b)),
         ]
         out = args.out if args.out is not None else (None if args.dry_run else ROOT / "docs" / "gpu.md")
         for done, (name, run) in enumerate(parts):

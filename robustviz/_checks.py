@@ -293,7 +293,7 @@ _SETTING_KINDS = {
     "monitor_steps": (int, 0), "feat_dim": (int, 1),
     "lr": (float, 0.0), "momentum": (float, 0.0), "weight_decay": (float, 0.0), "gamma": (float, 0.0),
     "co_drop": (float, 0.0), "warmup_fraction": (float, 0.0),
-    "rollback": (bool, None), "channels_last": (bool, None),
+    "rollback": (bool, None), "channels_last": (bool, None), "sync_batchnorm": (bool, None),
     "model": (str, None), "optimizer": (str, None), "schedule": (str, None), "augment": (str, None),
 }
 _OPTIONAL_SETTINGS = ("steps", "feat_dim", "eps", "augment")

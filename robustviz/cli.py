@@ -29,6 +29,7 @@ from pathlib import Path
 PROFILE_CHOICES = ("quick", "lab", "full")  # robustviz.methods.PROFILES (not imported: the CLI starts fast)
 
 USER_ERROR_EXIT, INTERRUPTED_EXIT = 2, 130
+DISTRIBUTED_COMMANDS = ("train", "evaluate", "compare")  # the commands that run under torchrun
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not args.debug:
                 warnings.showwarning = _show_warning
+            if args.command in DISTRIBUTED_COMMANDS:
+                join_torchrun(args)
             return args.run(args)
     except KeyboardInterrupt:
         if args.debug:
@@ -55,6 +58,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"robustviz {args.command}: error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT
+
+
+def join_torchrun(args) -> None:
+    """Under ``torchrun``: join the process group; ranks other than 0 print nothing (no results,
+    warnings or progress bars: rank 0 shows them once). Errors are still shown by every rank."""
+    from . import distributed
+
+    if distributed.init_from_env() and not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
+        warnings.simplefilter("ignore")
+        args.no_progress = True
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -199,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--surrogate", default=None,
                           help="checkpoint of the transfer-attack surrogate for --diagnose (default: train a ce "
                                "model)")
-    evaluate.add_argument("--n", type=int, default=1000, help="test images, >= 1 (default 1000; --diagnose uses "
-                          "at most 500)")
+    evaluate.add_argument("--n", "--n-test", dest="n", type=int, default=1000,
+                          help="test images, >= 1 (default 1000; --diagnose uses at most 500); under torchrun write "
+                               "--n-test, since torchrun reads --n as one of its own options")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the test subset and the attacks (default 0)")
     evaluate.add_argument("--root", default="data", help="folder of the torchvision datasets (default: data)")
     evaluate.add_argument("--download", action="store_true", help="let torchvision download a missing dataset")
@@ -315,7 +330,7 @@ def run_train_command(args) -> int:
 
 
 def run_evaluate_command(args) -> int:
-    from . import data
+    from . import data, distributed
     from .data import stratified_indices
     from .evaluate import evaluate_robustness
     from .train import load_checkpoint
@@ -354,12 +369,13 @@ def run_evaluate_command(args) -> int:
                              progress=not args.no_progress)
         print(f"\n{diagnosis}")
         results["diagnosis"] = {name: vars(flag) for name, flag in diagnosis.flags.items()}
-    if args.json:
+    if args.json and distributed.is_main():
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
 
 
 def run_compare_command(args) -> int:
+    from . import distributed
     from .compare import compare, markdown_table
 
     notes = Path(args.notes).read_text() if args.notes else None  # read first: a wrong path fails before training
@@ -372,7 +388,7 @@ def run_compare_command(args) -> int:
     command = "robustviz compare " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["compare"] else "robustviz compare"
     text = markdown_table(rows, args.dataset, args.profile, command, notes)
     print(text)
-    if args.out:
+    if args.out and distributed.is_main():
         Path(args.out).write_text(text)
     return 0
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, methods
+from . import __version__, distributed, methods
 from .data import load, stratified_indices
 from .evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
 from .runs import default_results, run_path
@@ -78,26 +78,34 @@ def compare(
                                      checkpoint_dir=run_dir(results, key, dataset, profile, seed),
                                      resume=True, progress=progress)
         cache = run_dir(results, key, dataset, profile, seed) / evaluation_filename(n_eval, eps, attacks, seed)
-        if cache.exists():
-            report = RobustnessReport.from_dict(json.loads(cache.read_text()))
+        # Under torchrun every rank takes rank 0's branch, and rank 0 alone writes the caches.
+        if distributed.agree(cache.exists()):
+            report = read_cached(cache, RobustnessReport)
         else:
             report = evaluate_robustness(model, test.x, test.y, eps, attacks, seed=seed, progress=progress)
-            cache.write_text(json.dumps(report.to_dict(), indent=1))
+            if distributed.is_main():
+                cache.write_text(json.dumps(report.to_dict(), indent=1))
         climbed = None
         if ladder_level is not None:
             key_json = json.dumps({"level": ladder_level, "n": ladder_n, "eps": max(eps), "seed": seed,
                                    "test": n_eval})
             ladder_cache = cache.with_name(f"ladder-{hashlib.sha1(key_json.encode()).hexdigest()[:10]}.json")
-            if ladder_cache.exists():
-                climbed = LadderReport.from_dict(json.loads(ladder_cache.read_text()))
+            if distributed.agree(ladder_cache.exists()):
+                climbed = read_cached(ladder_cache, LadderReport)
             else:
                 climbed = ladder(model, (test.x, test.y), max(eps), level=ladder_level, n=ladder_n, seed=seed,
                                  progress=progress)
-                ladder_cache.write_text(json.dumps(climbed.to_dict(), indent=1))
+                if distributed.is_main():
+                    ladder_cache.write_text(json.dumps(climbed.to_dict(), indent=1))
         rows.append({"method": key, "report": report, "seed": seed, "epochs": len(history),
                      "train_seconds": sum(r["seconds"] for r in history.records), "history": history,
                      "config": methods.get(key).config(bundle.family, profile), "ladder": climbed})
     return rows
+
+
+def read_cached(path: Path, kind: type):
+    """``kind.from_dict`` of the JSON file ``path``; under torchrun read by rank 0 and sent to every rank."""
+    return distributed.broadcast_object(distributed.run_on_main(lambda: kind.from_dict(json.loads(path.read_text()))))
 
 
 def markdown_table(rows: list[dict], dataset: str, profile: str, command: str, notes: str | None = None) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .. import distributed
 from .core import ATTACK_BATCH_SIZE, eval_mode, model_device_dtype, prepare_inputs, project_l2, project_linf
 
 VERSIONS = ("standard", "rand", "fast")
@@ -120,7 +121,7 @@ def autoattack(
             index = torch.nonzero(robust).flatten()
             if index.numel() > 0 and eps > 0:
                 runner.attacks_to_run = [name]
-                attacked, _ = runner.run_standard_evaluation(x_work[index], y_work[index], batch_size=batch_size)
+                attacked = _run_cascade_step(runner, x_work, y_work, index, batch_size)
                 attacked = _into_ball(attacked, x_work[index], eps, norm)
                 with torch.no_grad():
                     broken = model(attacked).argmax(1) != y_work[index]
@@ -133,6 +134,26 @@ def autoattack(
         robust_acc=float(robust.float().mean()), breakdown=breakdown, seconds=seconds, version=version,
         eps=eps, norm=norm, notes=notes.messages,
     )
+
+
+def _run_cascade_step(runner, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """One attack of the cascade on the samples ``index`` still robust; returns their ``x_adv``.
+
+    pyautoattack attacks them in batches of ``batch_size`` (in order) and reseeds at every
+    batch. Under ``torchrun`` those same batches are dealt out to the ranks (batch ``k`` to
+    rank ``k mod N``) and the results gathered, so every sample gets the attack it gets in one
+    process.
+    """
+    if not distributed.is_active():
+        attacked, _ = runner.run_standard_evaluation(x[index], y[index], batch_size=batch_size)
+        return attacked
+    chunks = torch.split(index, batch_size)
+    mine = list(distributed.shard(len(chunks)))
+    parts = [runner.run_standard_evaluation(x[chunks[k]], y[chunks[k]], batch_size=batch_size)[0] for k in mine]
+    positions = [torch.arange(k * batch_size, k * batch_size + chunks[k].numel()) for k in mine]
+    values = torch.cat(parts) if parts else x[:0]
+    where = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.int64)
+    return distributed.gather_samples(values, where.to(x.device), index.numel())
 
 
 def _into_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:

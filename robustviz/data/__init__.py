@@ -14,14 +14,14 @@ from pathlib import Path
 from .._checks import unknown_name_error
 from .bundle import DataBundle, Split, channel_stats, stratified_indices
 from .embedded import build_mnist_mini, load_mnist_mini
-from .loader import BatchIterator, random_crop_flip
+from .loader import BatchIterator, crop_flip, crop_flip_draws, random_crop_flip
 from .sources import TORCHVISION_SETS, load_folder, load_torchvision, load_toy
 
 NAMES = ("mnist-mini", *TORCHVISION_SETS, "moons", "blobs", "folder:<path>")
 
 __all__ = [
     "BatchIterator", "DataBundle", "Split", "NAMES", "build_mnist_mini", "channel_stats",
-    "default_root", "load", "random_crop_flip", "stratified_indices",
+    "crop_flip", "crop_flip_draws", "default_root", "load", "random_crop_flip", "stratified_indices",
 ]
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from .._checks import as_names, check_budgets, check_inputs
 from ..attacks import BIM, FGSM, MIFGSM, PGD, RFGSM, Adaptive, AutoAttack, MultiTargetedPGD
 from ..attacks.core import ATTACK_BATCH_SIZE
@@ -236,17 +237,32 @@ def evaluate_robustness(
 
 
 def correct_under(model, attack: Attack, x, y, batch_size: int, amp: str = "off") -> torch.Tensor:
-    """Per-sample correctness ``[N]`` on the attacked inputs, ``batch_size`` samples per attack call.
+    """Per-sample correctness ``[N]`` on the attacked inputs, attacked in batches of ``batch_size``.
 
     ``amp`` as in ``evaluate_robustness``: the attack and the prediction run under that autocast.
+    Under ``torchrun`` (``robustviz.distributed``) the batches are dealt out to the ranks (batch
+    ``k`` to rank ``k mod N``) and the per-sample results gathered, so every rank returns the
+    whole ``[N]``. Each batch is the same as in one process and a seeded attack starts afresh on
+    every batch, so the results are the same sample for sample. A single batch is attacked by
+    every rank (an attack that splits its own work, as AutoAttack does, uses them all).
     """
+    starts = range(0, x.shape[0], batch_size)
+    if not distributed.is_active() or len(starts) == 1:
+        return torch.cat([attacked_batch_correct(model, attack, x, y, start, batch_size, amp) for start in starts])
+    mine = [starts[k] for k in distributed.shard(len(starts))]
+    with distributed.local():  # each rank attacks its batches alone
+        parts = [attacked_batch_correct(model, attack, x, y, start, batch_size, amp) for start in mine]
+    index = torch.cat([torch.arange(start, min(start + batch_size, x.shape[0])) for start in mine]) if mine \
+        else torch.zeros(0, dtype=torch.int64)
+    values = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.bool, device=y.device)
+    return distributed.gather_samples(values, index.to(y.device), x.shape[0])
+
+
+def attacked_batch_correct(model, attack: Attack, x, y, start: int, batch_size: int, amp: str = "off") -> torch.Tensor:
+    """Correctness ``[b]`` of the batch ``x[start:start + batch_size]`` under ``attack``, on ``y``'s device."""
     device = next(model.parameters()).device
-    precision = resolve_amp(amp, device)
-    out = []
-    for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        with autocast(precision, device):
-            x_adv = attack(model, xb, yb)
-            with torch.no_grad():
-                out.append((labels_from_scores(model(x_adv)) == yb).to(y.device))
-    return torch.cat(out)
+    xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
+    with autocast(resolve_amp(amp, device), device):
+        x_adv = attack(model, xb, yb)
+        with torch.no_grad():
+            return (labels_from_scores(model(x_adv)) == yb).to(y.device)

@@ -199,6 +199,10 @@ class TrainConfig:
     ``compile=True`` runs the model's body through ``torch.compile`` (its first steps pay the
     compilation). ``log_every``: steps between two reads of the running loss on the host; a
     training step itself never waits for the device.
+
+    Several processes (``torchrun``, docs/distributed.md): ``batch_size`` is the global batch,
+    split between the processes. ``sync_batchnorm=True`` computes BatchNorm's batch statistics
+    over the global batch (``nn.SyncBatchNorm``, GPUs only) instead of each process's part.
     """
 
     model: str = "smallcnn"
@@ -225,6 +229,7 @@ class TrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    sync_batchnorm: bool = False
     log_every: int = 10
     method_kwargs: dict = field(default_factory=dict)
 

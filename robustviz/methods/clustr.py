@@ -35,7 +35,7 @@ from ..attacks.core import (
     random_start,
     signed_step,
 )
-from ..data import BatchIterator, Split, random_crop_flip
+from ..data import BatchIterator, Split, crop_flip, crop_flip_draws
 from ..losses.magnet import (
     CONSISTENCY_KINDS,
     MagnetTerms,
@@ -373,11 +373,13 @@ class ClusTR(Method):
         for _ in range(len(loader)):
             indices, groups = neighbourhood_batch(self.index, self.example_losses, self.clusters_per_batch,
                                                   self.examples_per_cluster)
-            where = indices.to(loader.device)
+            mine = loader.part(indices.shape[0])  # under torchrun: this rank's samples of every cluster
+            where = indices[mine].to(loader.device)
             x, y = loader.x[where], loader.y[where]
-            if loader.augment:
-                x = random_crop_flip(x, loader.pad, None)
-            yield Batch(x, y, index=indices, groups=groups.to(loader.device))
+            if loader.augment:  # drawn for the whole batch, so every rank's global RNG stays in step
+                offsets, flips = crop_flip_draws(indices.shape[0], loader.pad, None)
+                x = crop_flip(x, loader.pad, offsets[:, mine], flips[mine])
+            yield Batch(x, y, index=indices[mine], groups=groups[mine].to(loader.device))
 
     def batch_groups(self, z: torch.Tensor, batch: Batch) -> torch.Tensor:
         """The batch cluster ``[B]`` of every example: the sampler's ``groups`` when the batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from contextlib import ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, distributed
 from .._checks import check_device, check_labels
 from ..attacks import pgd
 from ..attacks.core import checked_inputs
@@ -66,6 +67,12 @@ def fit(
     attack starts) from ``(seed, e)``, so resuming from a checkpoint gives the same final
     weights as an uninterrupted run (on the CPU).
 
+    Under ``torchrun`` (``robustviz.distributed``) every process runs ``fit`` on its own device
+    with the same arguments: each trains on its part of every global batch (``batch_size`` is
+    the global batch, same order as one process), the gradients are averaged over the
+    processes, method state is computed on rank 0 and copied to all, and rank 0 alone writes the
+    checkpoint and shows progress. docs/distributed.md says what is exact and what is not.
+
     Args:
         model: a ``RobustModel`` (see ``robustviz.models``); its device is used.
         data: a ``DataBundle`` from ``robustviz.data.load``.
@@ -93,6 +100,8 @@ def fit(
     recipe = get(method) if isinstance(method, str) else method
     config = recipe.config(data.family, profile, **overrides)
     device = next(model.parameters()).device
+    if distributed.init_from_env():
+        check_rank_device(device)
     runner = _Run(model, data, recipe, config, profile, seed, device)
     return runner.train(checkpoint_dir, resume, progress, overwrite)
 
@@ -116,6 +125,7 @@ def train_model(
     """
     from .. import models
 
+    distributed.init_from_env()  # under torchrun: before "cuda" is resolved to this process's GPU
     config = get(method).config(data.family, profile, **overrides)
     mean, std = input_statistics(config, data)
     model = models.build(
@@ -142,8 +152,21 @@ def input_statistics(config: TrainConfig, data: DataBundle) -> tuple[tuple[float
 
 
 def default_device() -> torch.device:
-    """CUDA if available, else the CPU."""
+    """CUDA if available, else the CPU; under ``torchrun`` this process's GPU (``LOCAL_RANK``)."""
+    if distributed.launched_by_torchrun():
+        return distributed.device()
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_rank_device(device: torch.device) -> None:
+    """Under ``torchrun``, refuse a model on another GPU than this process's (``LOCAL_RANK``)."""
+    if device.type == "cuda" and device != distributed.device():
+        raise ValueError(
+            f"under torchrun process LOCAL_RANK={distributed.local_rank()} trains on {distributed.device()}, but "
+            f"the model is on {device}: build it there (robustviz.train.default_device() or "
+            "robustviz.distributed.device() gives the right one), or call robustviz.distributed.init_from_env() "
+            "before moving it to 'cuda'"
+        )
 
 
 def holdout_size(requested: int, available: int, key: str = "fit") -> int:
@@ -195,18 +218,24 @@ class _Run:
         self.channels_last = config.channels_last and held.x.dim() == 4
         self.val_x, self.val_y = self.to_layout(held.x.to(device)), held.y.to(device)
         self.loader = BatchIterator(self.train_split, config.batch_size, device, shuffle=True, seed=seed,
-                                    augment=config.augment)
+                                    augment=config.augment, rank=distributed.rank(),
+                                    world_size=distributed.world_size())
         self.total_steps = config.steps or config.epochs * len(self.loader)
         self.epochs = math.ceil(self.total_steps / len(self.loader))
         self.amp = resolve_amp(config.amp, device)
         self.scaler = grad_scaler(self.amp, device)
         self.method.attach(model)
+        if config.sync_batchnorm and distributed.is_active():
+            use_sync_batchnorm(model, device)
         model.to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if config.compile:
             model.body.compile()
-        self.optimizer = make_optimizer(config, list(model.parameters()) + self.method.trainable_parameters())
+        self.trained = list(model.parameters()) + self.method.trainable_parameters()
+        self.optimizer = make_optimizer(config, self.trained)
+        self.running_stats = [buffer for module in model.modules() if isinstance(module, nn.modules.batchnorm._NormBase)
+                              for buffer in module.buffers()]
         self.lr_at = make_schedule(config.schedule, config.lr, self.total_steps, len(self.loader),
                                    config.milestones, config.gamma, config.warmup_fraction)
         self.history = History()
@@ -215,6 +244,8 @@ class _Run:
 
     def train(self, checkpoint_dir, resume: bool, progress: bool, overwrite: bool = False) -> History:
         """Train the remaining epochs; with ``checkpoint_dir``, under its lock and saving every epoch."""
+        if distributed.is_active():
+            return self.train_on_ranks(checkpoint_dir, resume, progress, overwrite)
         if checkpoint_dir is None:
             self.method.setup(self.model, self.train_split)
             return self.train_epochs(None, progress)
@@ -232,6 +263,58 @@ class _Run:
                 self.method.setup(self.model, self.train_split)
             return self.train_epochs(directory, progress)
 
+    def train_on_ranks(self, checkpoint_dir, resume: bool, progress: bool, overwrite: bool) -> History:
+        """``train`` under torchrun: rank 0 alone reads the checkpoint folder, holds its lock and
+        writes it; the method is set up on rank 0; every rank then starts from rank 0's state."""
+        with ExitStack() as lock:
+            writes_to = distributed.run_on_main(lambda: self.prepare_on_main(checkpoint_dir, resume, overwrite, lock))
+            self.copy_state_from_main()
+            return self.train_epochs(writes_to, progress)
+
+    def prepare_on_main(self, checkpoint_dir, resume: bool, overwrite: bool, lock: ExitStack) -> Path | None:
+        """Rank 0's part of ``train``: restore or set up; returns the folder to write (``None``: none)."""
+        if checkpoint_dir is None:
+            self.method.setup(self.model, self.train_split)
+            return None
+        directory = Path(checkpoint_dir)
+        if self.resumes_from(directory, resume, overwrite) and is_complete(read_meta(directory)):
+            self.restore(directory)  # a finished run is only read
+            return None
+        lock.enter_context(run_lock(directory))
+        if self.resumes_from(directory, resume, overwrite):
+            self.restore(directory)
+        else:
+            if overwrite and has_checkpoint(directory):
+                clear_checkpoint(directory)
+            self.method.setup(self.model, self.train_split)
+        return directory
+
+    def copy_state_from_main(self) -> None:
+        """Rank 0's weights, optimiser, method state, position and history on every rank."""
+        state = distributed.broadcast_object(on_cpu({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(), "epoch": self.start_epoch, "step": self.step,
+            "best": self.best_state, "history": self.history.to_list(),
+        }) if distributed.is_main() else None)
+        if distributed.is_main():
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.start_epoch, self.step, self.best_state = state["epoch"], state["step"], state["best"]
+        self.history = History(state["history"])
+
+    def end_epoch(self, epoch: int) -> None:
+        """``method.on_epoch_end``; under torchrun on rank 0 only, its result copied to every rank."""
+        if not distributed.is_active():
+            self.method.on_epoch_end(self.model, self.train_split, epoch)
+            return
+        distributed.run_on_main(lambda: self.method.on_epoch_end(self.model, self.train_split, epoch))
+        method_state = distributed.broadcast_object(on_cpu(self.method.state_dict()) if distributed.is_main() else None)
+        if not distributed.is_main():
+            self.method.load_state_dict(method_state)
+        distributed.broadcast_tensors(self.model.buffers())  # state kept in the model (cluster centres)
+
     def resumes_from(self, directory: Path, resume: bool, overwrite: bool) -> bool:
         """Whether training continues the checkpoint in ``directory``: only with ``resume`` and
         when it is this run. Raises the refusal (``checkpoint.refusal``) when there is a checkpoint
@@ -245,7 +328,7 @@ class _Run:
         raise refusal(directory, saved, differences, resume)
 
     def train_epochs(self, checkpoint_dir, progress: bool) -> History:
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress,
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress or not distributed.is_main(),
                    desc=f"{self.recipe.key} on {self.data.name}", unit="step", dynamic_ncols=True)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             for epoch in range(self.start_epoch, self.epochs):
@@ -265,6 +348,7 @@ class _Run:
         if self.channels_last:  # hand the model back in the layout a reloaded checkpoint has
             self.model.to(memory_format=torch.contiguous_format)
         self.model.eval()
+        distributed.barrier()  # rank 0's last checkpoint is complete before any rank returns
         return self.history
 
     def watch_overfitting(self, record: dict, bar) -> None:
@@ -278,7 +362,7 @@ class _Run:
         current = record["val_pgd_acc"]
         record["co_alarm"] = bool(current == current and best - current > self.config.co_drop)
         record["best_val_pgd_acc"] = max(best, current) if current == current else best
-        if record["co_alarm"]:
+        if record["co_alarm"] and distributed.is_main():
             bar.write(f"{self.recipe.key}: catastrophic overfitting? held-out PGD accuracy fell from "
                       f"{best:.3f} to {current:.3f} in epoch {record['epoch']} "
                       f"(alarm at a drop > {self.config.co_drop})")
@@ -318,13 +402,14 @@ class _Run:
             if self.step >= self.total_steps:
                 break
             out = self.train_step(batch, epoch)
-            meter.add(out.loss, out.terms, out.scores, batch.y, self.step - 1)
+            if out is not None:  # None: this rank had no sample of a tiny last batch
+                meter.add(out.loss, out.terms, out.scores, batch.y, self.step - 1)
             bar.update(1)
             if self.step % self.config.log_every == 0:
                 reading = self.read(meter)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{reading.means['loss']:.3f}", acc=f"{reading.accuracy:.3f}")
         reading = self.read(meter)
-        self.method.on_epoch_end(self.model, self.train_split, epoch)
+        self.end_epoch(epoch)
         record = {"epoch": epoch + 1, "step": self.step, "lr": self.lr_at(max(self.step - 1, 0))}
         record.update(reading.means)
         record["train_acc"] = reading.accuracy
@@ -334,7 +419,7 @@ class _Run:
 
     def read(self, meter: EpochMeter):
         """Read the running means from the device; stop the run at a non-finite loss."""
-        reading = meter.read()
+        reading = meter.read(distributed.sum_over_ranks if distributed.is_active() else None)
         if reading.nonfinite is not None:
             step, value = reading.nonfinite
             raise FloatingPointError(
@@ -343,21 +428,44 @@ class _Run:
             )
         return reading
 
-    def train_step(self, batch: Batch, epoch: int) -> StepOutput:
-        """One optimiser step on ``batch``, with no host-device synchronisation."""
+    def train_step(self, batch: Batch, epoch: int) -> StepOutput | None:
+        """One optimiser step on ``batch``, with no host-device synchronisation.
+
+        Under torchrun ``batch`` is this rank's part of the global batch: the gradients are
+        averaged over the ranks (weighted by their shares), BatchNorm's running statistics are
+        rank 0's, and ``method.observe`` sees the whole batch's ``index`` and ``per_example``.
+        Returns ``None`` when this rank's part is empty (a last batch smaller than the ranks).
+        """
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         if self.channels_last:
             batch = replace(batch, x=self.to_layout(batch.x))
-        with autocast(self.amp, self.device), checked_inputs():
-            out = self.method.loss(self.model, batch, Step(epoch, self.step, self.total_steps))
+        out = None
+        if len(batch) > 0:
+            with autocast(self.amp, self.device), checked_inputs(), self.rank_rng():
+                out = self.method.loss(self.model, batch, Step(epoch, self.step, self.total_steps))
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(out.loss).backward()
+        if out is not None:
+            self.scaler.scale(out.loss).backward()
+        if distributed.is_active():
+            distributed.average_gradients(self.trained, len(batch))
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.method.observe(batch, out)
+        distributed.broadcast_tensors(self.running_stats)
+        if distributed.is_active():
+            batch, out = observed_everywhere(batch, out)
+        if out is not None:
+            self.method.observe(batch, out)
         self.step += 1
         return out
+
+    def rank_rng(self):
+        """Under torchrun: the step's own draws of the global RNG (attack starts, dropout), seeded
+        from ``(seed, step, rank)`` and restored afterwards, so that every rank's global RNG stays
+        in step for what must be the same everywhere (ClusTR's batches). Nothing without a group."""
+        if not distributed.is_active():
+            return nullcontext()
+        return _seeded_fork(self.device, _epoch_seed(self.seed, self.step) + 7 * distributed.rank() + 1)
 
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
         """Images in the memory layout the model trains in (NHWC with ``channels_last``)."""
@@ -375,7 +483,8 @@ class _Run:
         self.model.eval()
         steps, size = self.config.monitor_steps, self.config.batch_size
         clean = robust = torch.zeros((), device=self.device)
-        for start in range(0, self.val_y.shape[0], size):
+        starts = range(0, self.val_y.shape[0], size)
+        for start in (starts[k] for k in distributed.shard(len(starts))):  # under torchrun: this rank's chunks
             x, y = self.val_x[start:start + size], self.val_y[start:start + size]
             if self.config.monitor_attack == "ifgsm":
                 x_adv = pgd(self.model, x, y, self.eps, steps=steps, step_size=self.eps / max(steps, 1),
@@ -387,7 +496,7 @@ class _Run:
                 robust = robust + (labels_from_scores(self.model(x_adv)) == y).sum()
         self.model.train()
         count = self.val_y.shape[0]
-        clean_count, robust_count = torch.stack([clean, robust]).tolist()
+        clean_count, robust_count = distributed.sum_over_ranks(torch.stack([clean, robust])).tolist()
         return {"val_clean_acc": clean_count / count, "val_pgd_acc": robust_count / count}
 
     def meta(self, epoch: int) -> dict:
@@ -425,6 +534,51 @@ class _Run:
         self.start_epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best_state = state.get("best")
         self.history = History(meta["history"])
+
+
+def observed_everywhere(batch: Batch, out: StepOutput | None) -> tuple[Batch, StepOutput | None]:
+    """Under torchrun: ``batch`` and ``out`` with the ``index`` and ``per_example`` of the whole
+    global batch (every rank's, in rank order), so that a method's per-example state (ClusTR's
+    example losses) is the same on every rank. ``x``, ``y`` and ``scores`` stay this rank's;
+    ``out`` is ``None`` when this rank's part was empty and no rank measured per-example losses."""
+    if batch.index is None:
+        return batch, out
+    index = distributed.gather_concat(batch.index.cpu())
+    losses = None if out is None or out.per_example is None else out.per_example.detach().float().cpu()
+    if not distributed.agree(losses is not None):  # rank 0 always has a part of the batch
+        return replace(batch, index=index), out
+    everyone = distributed.gather_concat(torch.zeros(0) if losses is None else losses)
+    out = out or StepOutput(torch.zeros(()), torch.zeros(0, 0))
+    return replace(batch, index=index), replace(out, per_example=everyone)
+
+
+def _seeded_fork(device: torch.device, seed: int):
+    """A context with the global RNG seeded to ``seed`` inside and restored afterwards."""
+    stack = ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+    torch.manual_seed(seed)
+    return stack
+
+
+def on_cpu(value):
+    """``value`` (nested dicts, lists, tuples) with every tensor moved to the CPU, for sending."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+def use_sync_batchnorm(model: nn.Module, device: torch.device) -> None:
+    """Replace every BatchNorm layer of ``model`` by ``nn.SyncBatchNorm`` (statistics over the
+    global batch), in place; GPUs only (torch's SyncBatchNorm has no CPU implementation)."""
+    if device.type != "cuda":
+        raise ValueError("sync_batchnorm=True needs GPUs (torch's SyncBatchNorm has no CPU implementation); "
+                         "leave it off on the CPU (command line: --set sync_batchnorm=false)")
+    for name, child in model.named_children():
+        setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
 
 
 def is_complete(meta: dict) -> bool:

@@ -10,6 +10,7 @@ the end of the epoch (airbench and the fast-AT codes log the same way).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -73,8 +74,17 @@ class EpochMeter:
         self.window[step % self.log_every] = loss.detach().to(torch.float32)
         self.window_steps.append(step)
 
-    def read(self) -> Reading:
-        """The epoch's means so far and the first non-finite loss since the last read (one transfer)."""
+    def read(self, combine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Reading:
+        """The epoch's means so far and the first non-finite loss since the last read (one transfer).
+
+        Args:
+            combine: under ``torchrun``, ``robustviz.distributed.sum_over_ranks``: the sums, the
+                counts and the latest losses are added over the ranks first, so every rank reads
+                the means of the global batches (and the mean of the ranks' losses at each step),
+                and all stop at the same non-finite loss.
+        """
+        if combine is not None:
+            return self._read_combined(combine)
         values = torch.stack([*self.sums, self.correct.float(), *self.window]).tolist() if self.names else []
         steps, self.window_steps = self.window_steps, []
         if not values:
@@ -85,3 +95,20 @@ class EpochMeter:
         bad = next(((step, losses[step % self.log_every]) for step in steps
                     if not math.isfinite(losses[step % self.log_every])), None)
         return Reading(means, values[count] / max(self.seen, 1), bad)
+
+    def _read_combined(self, combine: Callable[[torch.Tensor], torch.Tensor]) -> Reading:
+        count = len(self.names)
+        zeros = [torch.zeros((), device=self.device)] * count
+        local = torch.stack([*(self.sums or zeros), self.correct.float(),
+                             torch.tensor(float(self.seen), device=self.device), torch.ones((), device=self.device),
+                             *self.window])
+        values = combine(local).tolist()
+        steps, self.window_steps = self.window_steps, []
+        seen, ranks = values[count + 1], values[count + 2]
+        if not self.names or seen == 0:
+            return Reading({}, float("nan"), None)
+        means = {name: total / seen for name, total in zip(self.names, values[:count])}
+        losses = [loss / ranks for loss in values[count + 3:]]
+        bad = next(((step, losses[step % self.log_every]) for step in steps
+                    if not math.isfinite(losses[step % self.log_every])), None)
+        return Reading(means, values[count] / seen, bad)
