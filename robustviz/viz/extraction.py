@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_inputs
+from .._checks import check_inputs, nearest_names_error
 from ..attacks.core import eval_mode
 from ..data import DataBundle, Split, stratified_indices
 from ..evaluate.robustness import labels_from_scores
@@ -189,11 +189,10 @@ def _hooks(model: nn.Module, names: Sequence[str]):
 
 
 def _check_layers(model: nn.Module, names: Sequence[str]) -> None:
-    known = set(layer_names(model))
+    known = layer_names(model)
     for name in names:
         if name not in known:
-            shown = ", ".join(layer_names(model)[:30])
-            raise ValueError(f"unknown layer {name!r}; the model's layers are: {shown} (see layer_names(model))")
+            raise nearest_names_error("layer", name, known, "see layer_names(model)")
 
 
 def _inputs(model: nn.Module, data, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
