@@ -357,7 +357,6 @@ def feature_explorer(trained_cnn, drp_3d, small_mnist):
 
 def test_explorer_widget_tree(feature_explorer):
     import ipywidgets as widgets
-
     from ipympl.backend_nbagg import Canvas
 
     ex = feature_explorer

@@ -34,8 +34,8 @@ from .embedding_plots import feature_centres, plot_embedding, plot_feature_space
 from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explorer, precompute, prototype_explorer
 from .extraction import Features, extract, features_of, layer_names
 from .geometry import plot_prototype_geometry, prototype_angles
-from .inspection import PointDetails, describe_point, plot_point, point_details
 from .images import plot_image_grid
+from .inspection import PointDetails, describe_point, plot_point, point_details
 from .landscape import (
     loss_along_fgsm,
     loss_landscape,

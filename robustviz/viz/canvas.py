@@ -29,7 +29,11 @@ class Surface:
     """
 
     def __init__(self, figure: Figure) -> None:
-        import ipywidgets as widgets
+        try:
+            import ipywidgets as widgets
+        except ImportError as err:  # an extra: Colab and `pip install "robustviz[lab]"` provide it
+            raise ImportError("the explorers need ipywidgets: pip install ipywidgets ipympl "
+                              "(or pip install -e \".[viz]\")") from err
 
         self.figure = figure
         self.widget = _ipympl_canvas(figure)
