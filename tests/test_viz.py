@@ -449,6 +449,31 @@ def test_the_inspection_of_a_prototype_model_gives_the_nearest_centre(drp_3d, sm
     assert len(figure.axes) == 4 and "perturbation" in figure.axes[2].get_title()
 
 
+def test_linked_views_ring_the_same_test_points_in_both_runs(feature_explorer):
+    linked = viz.linked_explorer(feature_explorer.data, ("ce", "drp"))
+    clean = linked.coordinates(0)[0]
+    x0, x1 = np.percentile(clean[:, 0], [20, 60])
+    y0, y1 = np.percentile(clean[:, 1], [20, 60])
+    linked.select_region(0, x0, x1, y0, y1)
+    inside = np.flatnonzero((clean[:, 0] >= x0) & (clean[:, 0] <= x1) & (clean[:, 1] >= y0) & (clean[:, 1] <= y1))
+    assert inside.size > 0 and np.array_equal(linked.selection, inside)
+    np.testing.assert_allclose(linked.highlights[0].get_offsets(), clean[inside])
+    np.testing.assert_allclose(linked.highlights[1].get_offsets(), linked.coordinates(1)[0][inside])
+    assert f'data-count="{inside.size}"' in linked.readout.value and "drp" in linked.readout.value
+    # the selection is made of test points, not positions: a new map keeps the same points ringed
+    linked.projection_selector.value = "lda"
+    np.testing.assert_allclose(linked.highlights[1].get_offsets(), linked.coordinates(1)[0][inside])
+    linked.projection_selector.value = "pca"
+    # a drag in the right view, as matplotlib's RectangleSelector reports it
+    press, release = Click(linked.axes[1], 0, 0), Click(linked.axes[1], 0, 0)
+    right = linked.coordinates(1)[0]
+    press.xdata, press.ydata, release.xdata, release.ydata = *right.min(axis=0), *right.max(axis=0)
+    linked._selected_in(1)(press, release)
+    assert linked.selection.size == len(right)
+    with pytest.raises(ValueError, match="two of the explored runs"):
+        viz.linked_explorer(feature_explorer.data, ("ce", "nope"))
+
+
 def test_class_filter_and_static_fallback(feature_explorer):
     ex = feature_explorer
     ex.class_filter.value = (0, 1)

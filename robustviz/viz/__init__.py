@@ -20,6 +20,7 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | | ``plot_tradeoff`` |
 | ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets; click a point to inspect it) |
 | ``inspection`` | ``point_details``, ``plot_point``, ``describe_point`` (one point: images, classes, path) |
+| ``linked`` | ``linked_explorer``: two runs side by side, a selection in one rings the points in both |
 | ``canvas`` | ``Surface``: ipympl's canvas (zoom, pan, clicks) or a PNG image without ipympl |
 
 Example:
@@ -43,6 +44,7 @@ from .landscape import (
     plot_loss_along_fgsm,
     plot_loss_landscape,
 )
+from .linked import LinkedExplorer, linked_explorer
 from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder, plot_tradeoff
 from .projection import PROJECTION_METHODS, Projection, clear_projection_cache, map_trustworthiness, project
 from .separation import margins, plot_separation, separation_metrics
@@ -50,7 +52,7 @@ from .training_plots import plot_training_curves
 
 __all__ = [
     "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "PointDetails", "Projection",
-    "PrototypeExplorer", "describe_point", "plot_point", "point_details",
+    "LinkedExplorer", "PrototypeExplorer", "describe_point", "linked_explorer", "plot_point", "point_details",
     "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
