@@ -260,7 +260,8 @@ own = drawn[:len(clean)]
 gaps = np.hypot(own[:, None, 0] - drawn[None, :, 0], own[:, None, 1] - drawn[None, :, 1])
 gaps[np.arange(len(clean)), np.arange(len(clean))] = np.inf
 gaps[np.arange(len(clean)), len(clean) + np.arange(len(clean))] = np.inf  # its own cross is the same point
-inside = explorer.ax.bbox.contains_points(own)
+box = explorer.ax.bbox
+inside = (own[:, 0] > box.x0 + 10) & (own[:, 0] < box.x1 - 10) & (own[:, 1] > box.y0 + 10) & (own[:, 1] < box.y1 - 10)
 index = int(np.where(inside, gaps.min(axis=1), -1).argmax())
 feats = explorer.current_features()
 x, y = explorer.point_position(index)
