@@ -309,7 +309,7 @@ def test_a_click_on_a_point_opens_the_inspection_panel(page):
     assert f"point {point['index']}: true {point['label']}" in panel.inner_text()
     image = box.locator(".widget-image").last  # the panel's clean | adversarial | perturbation | path figure
     image.wait_for(state="visible")
-    assert image.evaluate("img => img.naturalWidth > 0 && img.src.length > 1000")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=image.element_handle())
     time.sleep(1)
     box.screenshot(path=str(ARTIFACTS / "inspection.png"))
 
