@@ -116,7 +116,11 @@ def plot_point(details: PointDetails, classes: Sequence[str] | None = None, dpi:
         _show_image(ax, image)
         ax.set_title(title, fontsize="small", color="black" if title.startswith("clean") else "C3")
     axes[2].imshow(perturbation.numpy(), cmap="gray", vmin=-scale, vmax=scale)
-    axes[2].set_title(f"perturbation x{1 / scale:.0f}" if scale < 1 else "perturbation", fontsize="small")
+    if scale <= 1e-6:
+        title = "no perturbation (eps = 0)"
+    else:
+        title = f"perturbation x{1 / scale:.0f}" if scale < 1 else "perturbation"
+    axes[2].set_title(title, fontsize="small")
     axes[2].axis("off")
     _plot_path(axes[3], details, name)
     fig.suptitle(f"point {details.index}: true class {name(details.label)}, {details.run}, {details.attack}, "
