@@ -27,7 +27,9 @@
 #    and the classes shown, and move the eps slider to watch the adversarial features travel;
 # 2. say what a 2-D map of a feature space can and cannot show (its trustworthiness);
 # 3. compare how an attack changes each model's feature space with separation metrics measured in
-#    the feature space itself, not in a map.
+#    the feature space itself, not in a map;
+# 4. inspect single points (image, perturbation, predictions, path across eps), link two models'
+#    maps, and bring your own model (any `nn.Module`, e.g. a torchvision ResNet) into all of this.
 
 # %% tags=["colab"]
 # On Colab: fetch robustviz (the code and its embedded dataset) and install it. Elsewhere: nothing.
@@ -40,7 +42,8 @@ if "google.colab" in sys.modules:
     if not os.path.isdir("/content/robustviz"):
         subprocess.run(["git", "clone", "-q", "--depth", "1", "https://github.com/robustviz-org/robustviz",
                         "/content/robustviz"], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/robustviz"], check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/robustviz", "ipympl"],
+                       check=True)
     sys.path.insert(0, "/content/robustviz")
     from google.colab import output
 
@@ -89,7 +92,7 @@ print("models:", ", ".join(models))
 # %%
 explored = precompute(models, bundle, attacks=("fgsm", "pgd-10"), eps_values=(0.0, 0.1, 0.2, EPS),
                       methods=course.pick(("pca", "lda"), ("pca", "lda", "umap")), n=course.pick(300, 1000),
-                      seed=SEED, progress=False)
+                      seed=SEED, progress=False, cache_dir=course.results / "maps")
 
 
 def robust_accuracy(key: str, attack: str, eps: float) -> float:
@@ -102,6 +105,14 @@ n = len(explored.features[keys[0]][("fgsm", EPS)].labels)
 for key in models:
     print(f"{key:<15} robust accuracy at eps {EPS}: FGSM {100 * robust_accuracy(key, 'fgsm', EPS):5.1f} %, "
           f"PGD-10 {100 * robust_accuracy(key, 'pgd-10', EPS):5.1f} % (n = {n})")
+
+# %% [markdown]
+# **Zoom, pan, inspect.** The toolbar left of the map zooms (rectangle) and pans; the house
+# resets the view. With neither on, *click a point* (a dot or a cross): the panel below the map
+# shows that test image, its adversarial copy, the perturbation amplified to full contrast, the
+# true class and both predictions with their confidences (softmax of the scores), and the point's
+# path across the eps values; the path is drawn on the map too. (Maps are cached on disk in the
+# run cache, so reopening the notebook does not refit them.)
 
 # %% tags=["widget"]
 explorer = viz.explorer(explored)
@@ -125,6 +136,31 @@ expect(robust_accuracy("fgsm_at", "fgsm", EPS) > 0.5 and robust_accuracy("fgsm_a
        "under FGSM the pseudo-robust FGSM-AT looks robust; under PGD-10 its points leave as the standard model's do",
        f"FGSM {100 * robust_accuracy('fgsm_at', 'fgsm', EPS):.1f} %, PGD-10 "
        f"{100 * robust_accuracy('fgsm_at', 'pgd-10', EPS):.1f} %")
+
+# %% [markdown]
+# The same panel without a kernel: `point_details` gathers what the explorer knows about one test
+# point, `plot_point` draws it. Here the first test point the PGD-10 attack flips for `ce`:
+
+# %% tags=["plot"]
+flipped = explored.features["ce"][("pgd-10", EPS)]
+first_flipped = int(((flipped.pred_clean == flipped.labels) & (flipped.pred_adv != flipped.labels)).nonzero()[0])
+point = viz.point_details(explored, "ce", "pgd-10", EPS, first_flipped)
+viz.plot_point(point, explored.classes)
+
+# %%
+expect(point.pred_adv != point.label and float((point.adversarial_image - point.image).abs().max()) <= EPS + 1e-3,
+       f"the inspected point's adversarial copy stays within eps = {EPS} of the clean image and changes the prediction",
+       f"point {first_flipped}: true {point.label}, clean {point.pred_clean}, adversarial {point.pred_adv}")
+
+# %% [markdown]
+# **Linked views.** Two models side by side on the *same* test points. Drag a rectangle in one
+# map: the same points get a black ring in both, and the line below says how many of them each
+# model still gets right. Select a tight cluster of `pgd_at` and see where those points sit for
+# `ce`.
+
+# %% tags=["widget"]
+linked = viz.linked_explorer(explored, ("ce", "pgd_at"))
+linked
 
 # %% [markdown]
 # ## 3. A map is a summary: its trustworthiness
@@ -181,6 +217,62 @@ expect(change[tightest] < change["pgd_at"] - 0.05, "the best-separated clean fea
        "the model with the highest clean silhouette loses more of it under attack than PGD-AT",
        f"{tightest}: silhouette {clean_silhouette[tightest]:.2f}, change {change[tightest]:+.2f}; "
        f"pgd_at: {clean_silhouette['pgd_at']:.2f}, change {change['pgd_at']:+.2f}")
+
+# %% [markdown]
+# ## 5. Bring your own model
+#
+# Everything above works on a model of your own: `robustviz.models.wrap` turns any `nn.Module`
+# into a model with robustviz's contract, split at a layer you name: `features(x)` is that layer's
+# output (flattened), `head(z)` the rest of the network, `forward(x) = head(features(x))`. The
+# normalisation becomes a layer inside the model, so inputs stay in $[0, 1]$ and the eps-ball
+# $\|x' - x\|_\infty \le \epsilon$ is measured in pixels. Here a torchvision ResNet-18 (its first
+# convolution swapped for a 1-channel one), trained for a few dozen steps: enough to show the path,
+# not a good model.
+
+# %%
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from robustviz.evaluate import evaluate_robustness
+from robustviz.models import wrap
+
+torch.manual_seed(SEED)
+net = resnet18(weights=None, num_classes=10)
+net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)  # grey images: 1 input channel
+mine = wrap(net, features="avgpool", mean=bundle.mean, std=bundle.std)
+optimiser = torch.optim.Adam(mine.parameters(), lr=1e-3)
+mine.train()
+for step in range(course.pick(40, 300)):
+    batch = torch.randint(len(bundle.train), (64,), generator=torch.Generator().manual_seed(step))
+    loss = nn.functional.cross_entropy(mine(bundle.train.x[batch]), bundle.train.y[batch])
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+mine.eval()
+report = evaluate_robustness(mine, bundle.test.x[:200], bundle.test.y[:200], eps=(0.1,), attacks=("fgsm", "pgd-10"),
+                             progress=False)
+print(report.table("ResNet-18 (torchvision), wrapped at avgpool"))
+
+# %%
+expect(report.clean_acc > 0.5 and report.results[0.1]["PGD-10"] < report.clean_acc,
+       "a torchvision ResNet-18 wrapped with models.wrap trains, is attacked and evaluated like a robustviz model",
+       f"clean {100 * report.clean_acc:.1f} %, PGD-10 at eps 0.1 {100 * report.results[0.1]['PGD-10']:.1f} %")
+
+# %% [markdown]
+# Its layers keep their names under `net.` (`viz.layer_names(mine)`), so `extract` reads any of
+# them, and the explorer takes the wrapped model like any other:
+
+# %% tags=["widget"]
+feats = viz.extract(mine, bundle, layer="net.layer3", attack="fgsm", eps=0.1, n=150)
+print(feats)
+viz.explorer({"resnet18": mine}, bundle, attacks=("fgsm",), eps_values=(0.0, 0.1), methods=("pca",), n=150,
+             seed=SEED, progress=False)
+
+# %% [markdown]
+# From the command line the same model is evaluated through a function that returns it:
+# `robustviz evaluate --model mine:resnet --dataset mnist-mini`, where `mine.py` holds
+# `def resnet(): ...; return wrap(net, features="avgpool", mean=..., std=...)`.
 
 # %% [markdown]
 # ## Exercises
@@ -250,6 +342,8 @@ viz.prototype_explorer(sphere_model, bundle, attacks=("fgsm",), eps_values=(0.0,
 # * The explorer puts every cached model side by side; all the expensive work is done once.
 # * A 2-D map is a summary with a trustworthiness score; separation metrics in the feature space
 #   itself are the numbers to compare.
+# * A click shows what is behind a point; linked views compare two models on the same points; and
+#   `models.wrap` brings any `nn.Module` into the same tools.
 # * The course in one picture: under a multi-step attack, standard and pseudo-robust models let
 #   the attack carry points across classes and adversarial training keeps most of them home;
 #   under FGSM alone the pseudo-robust ones look robust too, which is why the attack must be

@@ -369,3 +369,18 @@ def _as_number(value, name: str) -> float:
 def unknown_name_error(kind: str, name: str, known: list[str] | tuple[str, ...]) -> ValueError:
     """Build the error for an unknown registry key, listing the valid ones."""
     return ValueError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(known))}")
+
+
+def nearest_names_error(kind: str, name: str, known: list[str] | tuple[str, ...], how_to_list: str = "") -> ValueError:
+    """Build the error for a name that does not exist, naming the nearest existing ones (difflib).
+
+    Example:
+        >>> str(nearest_names_error("layer", "layer5", ["layer3", "layer4", "fc"]))
+        "unknown layer 'layer5'; the nearest existing names are: 'layer4', 'layer3'"
+    """
+    import difflib
+
+    nearest = difflib.get_close_matches(name, known, n=5, cutoff=0.4) or list(known)[:10]
+    listed = ", ".join(repr(candidate) for candidate in nearest)
+    hint = f" ({how_to_list})" if how_to_list else ""
+    return ValueError(f"unknown {kind} {name!r}; the nearest existing names are: {listed}{hint}")

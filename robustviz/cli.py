@@ -6,6 +6,7 @@ Examples:
     robustviz train --method pgd_at --dataset mnist-mini --profile quick
     robustviz evaluate results/pgd_at-mnist-mini-quick-s0 --eps 0.1 0.3 --attacks fgsm pgd-20
     robustviz evaluate results/clustr-mnist-mini-quick-s0 --ladder --diagnose
+    robustviz evaluate --model mine:cifar_resnet --dataset cifar10   # your own model, wrapped
     robustviz compare --profile quick --out docs/results-quick.md
     robustviz doctor
 
@@ -191,12 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     train.set_defaults(run=run_train_command)
 
-    evaluate = command("evaluate", help="evaluate a checkpoint under attacks",
+    evaluate = command("evaluate", help="evaluate a checkpoint (or your own model) under attacks",
                        description="Clean and robust accuracy of a saved model. CHECKPOINT is a folder written "
-                       "by train or demo: a path, or a run's name in the results folder.")
-    evaluate.add_argument("checkpoint", help="checkpoint folder (or the name of a run in the results folder)")
+                       "by train or demo: a path, or a run's name in the results folder. Your own model: "
+                       "--model package.module:function, a function that returns it wrapped with "
+                       "robustviz.models.wrap (with --dataset).")
+    evaluate.add_argument("checkpoint", nargs="?", default=None,
+                          help="checkpoint folder (or the name of a run in the results folder)")
+    evaluate.add_argument("--model", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                          help="instead of a checkpoint: a function returning your model, wrapped with "
+                               "robustviz.models.wrap (e.g. mine:cifar_resnet for cifar_resnet() in ./mine.py)")
     evaluate.add_argument("--dataset", default=None, help="dataset to evaluate on (default: the one it was "
-                          "trained on)")
+                          "trained on; required with --model)")
     evaluate.add_argument("--eps", type=float, nargs="+", default=None,
                           help="budgets in [0, 1] pixel units, e.g. 0.1 0.3 (default: the dataset's eps)")
     evaluate.add_argument("--attacks", nargs="+", default=["fgsm", "pgd-20"],
@@ -340,7 +347,7 @@ def run_evaluate_command(args) -> int:
         check_output_file(args.json, "--json")
     if args.n < 1:
         raise ValueError(f"--n must be at least 1 test image, got {args.n}")
-    model, meta = load_checkpoint(find_checkpoint(args.checkpoint), device=device)
+    model, meta = load_evaluated_model(args, device)
     surrogate = "auto"
     if args.diagnose and args.surrogate:
         surrogate, _ = load_checkpoint(find_checkpoint(args.surrogate), device=device)
@@ -372,6 +379,24 @@ def run_evaluate_command(args) -> int:
     if args.json and distributed.is_main():
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
+
+
+def load_evaluated_model(args, device):
+    """``(model, meta)`` for ``evaluate``: a robustviz checkpoint, or ``--model`` with ``--dataset``."""
+    from .train import load_checkpoint
+
+    if (args.checkpoint is None) == (args.model is None):
+        raise ValueError("evaluate needs one model: a CHECKPOINT folder, or --model package.module:function "
+                         "(not both)")
+    if args.checkpoint is not None:
+        return load_checkpoint(find_checkpoint(args.checkpoint), device=device)
+    if args.dataset is None:
+        raise ValueError(f"--model {args.model} needs --dataset (e.g. --dataset cifar10): a model of your own "
+                         "records no dataset")
+    from .models.entry_point import load_entry_point
+
+    model = load_entry_point(args.model).to(device).eval()
+    return model, {"method": args.model, "dataset": {"name": args.dataset}}
 
 
 def run_compare_command(args) -> int:

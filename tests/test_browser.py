@@ -1,6 +1,9 @@
 """End to end in a real browser: JupyterLab serves ``09_feature_space_explorer.ipynb``, headless
 Chromium (driven by Playwright) runs it, drags the explorer's eps slider, and the rendered figure
 must change; with the slider's callback disconnected (a test double) the same check must fail.
+A click on a point of the explorer's map (ipympl's canvas) must open the inspection panel with
+that point's images and labels, and a rectangle dragged in one linked view must ring the same
+points in the other (``inspection.png`` is the README's screenshot).
 
 What it needs: the Playwright Python package (``make test`` installs it) and a Chromium binary,
 ``$ROBUSTVIZ_CHROMIUM`` or ``/usr/bin/chromium`` (``make test`` installs Debian's ``chromium``
@@ -196,9 +199,23 @@ def execute_in_kernel(tab, code: str) -> None:
     }""", code)
 
 
+def kernel_output(tab, code: str) -> str:
+    """Run ``code`` in the notebook's kernel and return what it printed."""
+    return tab.evaluate("""async (code) => {
+        const kernel = window.jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+        const future = kernel.requestExecute({code, store_history: false});
+        let printed = '';
+        future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') { printed += msg.content.text; } };
+        const reply = await future.done;
+        if (reply.content.status !== 'ok') { throw new Error(JSON.stringify(reply.content)); }
+        return printed;
+    }""", code)
+
+
 def explorer_locator(tab):
-    """The first explorer widget: a box holding the figure image and a slider labelled ``eps``."""
-    box = tab.locator("div.widget-vbox").filter(has=tab.locator("img.widget-image")).filter(
+    """The first explorer widget: a box holding the figure canvas and a slider labelled ``eps``."""
+    box = tab.locator("div.widget-vbox").filter(has=tab.locator(".jupyter-matplotlib-canvas-div")).filter(
+        has=tab.locator("select[multiple]")).filter(
         has=tab.locator(".widget-slider .widget-label", has_text="eps")).first
     box.scroll_into_view_if_needed()
     return box
@@ -221,8 +238,36 @@ def slider_readout(box) -> str:
 
 
 def figure_png(box) -> bytes:
-    """The explorer's rendered figure as the browser paints it (a screenshot of the image element)."""
-    return box.locator("img.widget-image").first.screenshot()
+    """The explorer's rendered figure as the browser paints it (a screenshot of the canvas)."""
+    return box.locator(".jupyter-matplotlib-canvas-div").first.screenshot()
+
+
+def canvas_origin(box) -> tuple[float, float]:
+    """The page position of the top left of the figure's canvas."""
+    bounds = box.locator(".jupyter-matplotlib-canvas-div canvas").first.bounding_box()
+    return bounds["x"], bounds["y"]
+
+
+# A clean point of the explorer with no other drawn point within 3 pick radii (so a click picks it),
+# inside the axes; printed as JSON with its position on the canvas and its labels as the panel names them.
+ISOLATED_POINT = """
+import json
+import numpy as np
+run, method, attack, eps = explorer.current()
+clean, adversarial, _ = explorer.coordinates(run, method, attack, eps)
+drawn = explorer.ax.transData.transform(np.concatenate([clean, adversarial]))
+own = drawn[:len(clean)]
+gaps = np.hypot(own[:, None, 0] - drawn[None, :, 0], own[:, None, 1] - drawn[None, :, 1])
+gaps[np.arange(len(clean)), np.arange(len(clean))] = np.inf
+gaps[np.arange(len(clean)), len(clean) + np.arange(len(clean))] = np.inf  # its own cross is the same point
+box = explorer.ax.bbox
+inside = (own[:, 0] > box.x0 + 10) & (own[:, 0] < box.x1 - 10) & (own[:, 1] > box.y0 + 10) & (own[:, 1] < box.y1 - 10)
+index = int(np.where(inside, gaps.min(axis=1), -1).argmax())
+feats = explorer.current_features()
+x, y = explorer.point_position(index)
+print(json.dumps({"index": index, "x": x, "y": y, "label": explorer.data.classes[int(feats.labels[index])],
+                  "adversarial": explorer.data.classes[int(feats.pred_adv[index])]}))
+"""
 
 
 def figure_changes_after_drag(tab, box, to: str, name: str) -> tuple[bool, str, str]:
@@ -250,6 +295,63 @@ def test_explorer_figure_follows_the_eps_slider_in_chromium(page):
     changed, before, after = figure_changes_after_drag(page, box, "left", "explorer")
     assert float(before) == 0.3 and float(after) == 0.0, "the drag must move the slider from the largest eps to 0"
     assert changed, "the figure did not change after the eps slider moved"
+
+
+def test_a_click_on_a_point_opens_the_inspection_panel(page):
+    box = explorer_locator(page)
+    point = json.loads(kernel_output(page, ISOLATED_POINT))
+    left, top = canvas_origin(box)
+    page.mouse.click(left + point["x"], top + point["y"])
+    panel = box.locator(f'.robustviz-point[data-index="{point["index"]}"]')
+    panel.wait_for(timeout=FIGURE_CHANGE_S * 1000)
+    assert panel.get_attribute("data-label") == point["label"]
+    assert panel.get_attribute("data-adversarial") == point["adversarial"]
+    assert f"point {point['index']}: true {point['label']}" in panel.inner_text()
+    image = box.locator(".widget-image").last  # the panel's clean | adversarial | perturbation | path figure
+    image.wait_for(state="visible")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=image.element_handle())
+    time.sleep(1)
+    box.screenshot(path=str(ARTIFACTS / "inspection.png"))
+
+
+LINKED_AXES = """
+import json
+extents = [ax.get_window_extent() for ax in linked.axes]
+boxes = [linked.surface.css_position(*e.p0) + linked.surface.css_position(*e.p1) for e in extents]
+print(json.dumps(boxes))
+"""
+
+LINKED_STATE = """
+import json
+import numpy as np
+rows = linked.selection
+print(json.dumps({"count": int(rows.size),
+                  "left": bool(np.allclose(linked.highlights[0].get_offsets(), linked.coordinates(0)[0][rows])),
+                  "right": bool(np.allclose(linked.highlights[1].get_offsets(), linked.coordinates(1)[0][rows]))}))
+"""
+
+
+def test_a_selection_in_one_linked_view_rings_the_same_points_in_the_other(page):
+    box = page.locator("div.widget-vbox").filter(has=page.locator(".robustviz-selection")).first
+    box.scroll_into_view_if_needed()
+    (left_x0, left_y0, left_x1, left_y1), _ = json.loads(kernel_output(page, LINKED_AXES))
+    origin_x, origin_y = canvas_origin(box)
+    start = (origin_x + left_x0 + 0.2 * (left_x1 - left_x0), origin_y + left_y1 + 0.2 * (left_y0 - left_y1))
+    end = (origin_x + left_x0 + 0.8 * (left_x1 - left_x0), origin_y + left_y1 + 0.8 * (left_y0 - left_y1))
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(*end, steps=12)
+    page.mouse.up()
+    readout = box.locator(".robustviz-selection")
+    deadline = time.monotonic() + FIGURE_CHANGE_S
+    while time.monotonic() < deadline and readout.get_attribute("data-count") == "0":
+        time.sleep(0.5)
+    time.sleep(1)
+    box.screenshot(path=str(ARTIFACTS / "linked.png"))
+    state = json.loads(kernel_output(page, LINKED_STATE))
+    assert int(readout.get_attribute("data-count")) == state["count"] > 0, "the drag selected points"
+    assert state["left"] and state["right"], "the same test points are ringed in both views"
+    assert "ringed in both maps" in readout.inner_text()
 
 
 def test_a_disconnected_callback_is_caught(page):

@@ -5,6 +5,13 @@ Example:
     >>> net = models.build("smallcnn", num_classes=10, in_channels=1, feat_dim=2)
     >>> net.features(torch.rand(4, 1, 28, 28)).shape
     torch.Size([4, 2])
+
+Your own model (any ``nn.Module``) gets the same contract with ``wrap``:
+
+    >>> from torchvision.models import resnet18
+    >>> mine = wrap(resnet18(weights=None, num_classes=10), features="avgpool")
+    >>> mine.features(torch.rand(2, 3, 32, 32)).shape
+    torch.Size([2, 512])
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ from .._checks import unknown_name_error
 from .base import Normalize, RobustModel, with_bottleneck
 from .resnets import preact_resnet18_trunk, resnet18_trunk, satrx_wide_resnet_trunk, wide_resnet_trunk
 from .small import lenet5_trunk, lenet_plus_trunk, mlp_trunk, smallcnn_trunk
+from .wrap import WrappedModel, wrap
 
-__all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "build"]
+__all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "WrappedModel", "build", "wrap"]
 
 # name -> (function(in_channels) -> (trunk, trunk_dim), one-line description)
 ARCHITECTURES = {

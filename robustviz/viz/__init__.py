@@ -18,7 +18,10 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | ``images`` | ``plot_image_grid`` (clean and adversarial inputs with labels or predictions) |
 | ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy``, |
 | | ``plot_tradeoff`` |
-| ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets) |
+| ``explorers`` | ``explorer``, ``prototype_explorer`` (ipywidgets; click a point to inspect it) |
+| ``inspection`` | ``point_details``, ``plot_point``, ``describe_point`` (one point: images, classes, path) |
+| ``linked`` | ``linked_explorer``: two runs side by side, a selection in one rings the points in both |
+| ``canvas`` | ``Surface``: ipympl's canvas (zoom, pan, clicks) or a PNG image without ipympl |
 
 Example:
     >>> from robustviz.viz import extract, plot_embedding
@@ -33,6 +36,7 @@ from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explore
 from .extraction import Features, extract, features_of, layer_names
 from .geometry import plot_prototype_geometry, prototype_angles
 from .images import plot_image_grid
+from .inspection import PointDetails, describe_point, plot_point, point_details
 from .landscape import (
     loss_along_fgsm,
     loss_landscape,
@@ -40,13 +44,15 @@ from .landscape import (
     plot_loss_along_fgsm,
     plot_loss_landscape,
 )
+from .linked import LinkedExplorer, linked_explorer
 from .plots import plot_accuracy_vs_eps, plot_certified_accuracy, plot_feature_pca, plot_ladder, plot_tradeoff
 from .projection import PROJECTION_METHODS, Projection, clear_projection_cache, map_trustworthiness, project
 from .separation import margins, plot_separation, separation_metrics
 from .training_plots import plot_training_curves
 
 __all__ = [
-    "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "Projection", "PrototypeExplorer",
+    "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "PointDetails", "Projection",
+    "LinkedExplorer", "PrototypeExplorer", "describe_point", "linked_explorer", "plot_point", "point_details",
     "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",

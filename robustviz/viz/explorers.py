@@ -2,9 +2,14 @@
 
 Everything expensive (attacks, features, 2-D maps) is computed once, up front, for every
 run, attack and eps on the slider (``precompute``); moving a widget then only moves the
-existing matplotlib artists (``set_offsets``) and re-renders the figure into an
-``ipywidgets.Image``, which works in JupyterLab, Notebook and Colab without a matplotlib
-widget backend.
+existing matplotlib artists (``set_offsets``) and redraws the figure on its ``Surface``
+(``robustviz.viz.canvas``: ipympl's canvas, which zooms and pans, or a PNG image).
+
+Click a point (a dot or a cross) and the inspection panel below the map shows that test
+point: its clean and adversarial images, the amplified perturbation, the true, clean and
+adversarial classes with confidences, the distance to the nearest prototype or centre
+(for models that have them) and its path across the eps values, which is also drawn on the
+map (``robustviz.viz.inspection``). ``inspect(index)`` does the same from code.
 
 * ``explorer(runs, data)``: a 2-D map (UMAP, t-SNE, PCA, LDA) of each run's clean features
   with the adversarial features placed into it; selectors for the run, the attack, the map
@@ -37,6 +42,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import DataBundle
+from .canvas import Surface
 from .embedding_plots import (
     PointArtists,
     add_class_legend,
@@ -55,9 +61,11 @@ from .embedding_plots import (
     sphere_coordinates,
 )
 from .extraction import Features, extract
+from .inspection import describe_point, plot_point, point_details
 from .projection import Projection, project
 
 DPI = 72  # the rendered image's resolution: lower is faster to redraw
+PICK_RADIUS = 8  # display pixels: a click this close to a point inspects it
 
 
 @dataclass
@@ -94,6 +102,7 @@ def precompute(
     n: int = 500,
     seed: int = 0,
     progress: bool = True,
+    cache_dir=None,
 ) -> ExplorerData:
     """Attack, extract and project once for every run x attack x eps x map method.
 
@@ -105,6 +114,11 @@ def precompute(
         n: test points (a stratified, seeded subset, the same for every run).
         seed: seed of the subset, the attacks and the maps.
         progress: show a progress bar.
+        cache_dir: a folder where the 2-D maps are stored by content (``project``'s
+            ``cache_dir``): the same features reopened later load their maps instead of
+            refitting them. ``None``: memory only.
+
+    The images and the softmax scores are kept too (float16 images), for the inspection panel.
     """
     eps_values = tuple(float(e) for e in (eps_values if eps_values is not None
                                           else np.linspace(0, data.eps, 5)))
@@ -113,11 +127,11 @@ def precompute(
     steps = [(run, attack, eps) for run in runs for attack in attacks for eps in eps_values]
     for run, attack, eps in tqdm(steps, desc="explorer: attacks and maps", disable=not progress):
         model = runs[run]
-        feats = _clean_copy(extract(model, data, n=n, seed=seed), attack) if eps == 0 else \
-            extract(model, data, attack=attack, eps=eps, n=n, seed=seed)
+        feats = _clean_copy(extract(model, data, n=n, seed=seed, keep_inputs=True), attack) if eps == 0 else \
+            extract(model, data, attack=attack, eps=eps, n=n, seed=seed, keep_inputs=True)
         features.setdefault(run, {})[(attack, eps)] = feats
         for method in methods:
-            projections[(run, method, attack, eps)] = project(feats, method=method, seed=seed)
+            projections[(run, method, attack, eps)] = project(feats, method=method, seed=seed, cache_dir=cache_dir)
     centres = {}
     for run, model in runs.items():
         try:
@@ -139,6 +153,7 @@ class _Explorer:
                               "pip install ipywidgets (or pip install -e \".[lab]\")") from err
 
         self.data, self.max_arrows = data, max_arrows
+        self.selected: int | None = None  # the inspected point's row
         self.run_selector = widgets.Dropdown(options=data.runs, description="run")
         self.attack_selector = widgets.Dropdown(options=list(data.attacks), description="attack")
         self.projection_selector = widgets.Dropdown(options=list(data.methods) or ["direct"], description="map")
@@ -147,17 +162,24 @@ class _Explorer:
         self.class_filter = widgets.SelectMultiple(options=[(name, k) for k, name in enumerate(data.classes)],
                                                    value=tuple(range(len(data.classes))), description="classes",
                                                    rows=min(len(data.classes), 6))
-        self.image = widgets.Image(format="png")
         self.figure = Figure(figsize=(7.5, 5.2), dpi=DPI, layout="constrained")
-        self.canvas = FigureCanvasAgg(self.figure)
+        self.surface = Surface(self.figure)
         self.ax = self.figure.add_subplot(projection="3d" if three_d else None)
         self.palette = to_rgba_array(class_colours(range(10)))  # RGBA per class, looked up on every move
         self.artists = self._build_artists()
+        self.marker = self.ax.scatter([], [], s=220, facecolors="none", edgecolors="black", linewidths=2, zorder=5)
+        (self.path_line,) = self.ax.plot([], [], "-", color="black", linewidth=1.5, zorder=4)
+        self.panel_text = widgets.HTML(value="<i>click a point (a dot or a cross) to inspect it</i>"
+                                       if self.surface.interactive else "")
+        self.panel_image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
+        self.panel = widgets.VBox([self.panel_text, self.panel_image])
         self.widget = widgets.VBox([
             widgets.HBox([self.run_selector, self.attack_selector, self.projection_selector]),
             widgets.HBox([self.eps_slider, self.class_filter]),
-            self.image,
+            self.surface.widget,
+            self.panel,
         ])
+        self.surface.connect("button_press_event", self._on_click)
         for control in (self.run_selector, self.attack_selector, self.projection_selector, self.eps_slider,
                         self.class_filter):
             control.observe(lambda change: self.update(), names="value")
@@ -190,7 +212,7 @@ class _Explorer:
         return self.data.features[run][(attack, eps)]
 
     def update(self) -> None:
-        """Move the artists to the widgets' current choice and re-render the image."""
+        """Move the artists to the widgets' current choice and redraw."""
         run, method, attack, eps = self.current()
         feats = self.current_features()
         clean, adversarial, title = self.coordinates(run, method, attack, eps)
@@ -207,18 +229,65 @@ class _Explorer:
         robust = float(((feats.pred_adv == feats.labels) & (feats.pred_clean == feats.labels)).float().mean())
         self.ax.set_title(f"{title}\n{run}, {attack}, eps = {eps:.3g}: robust accuracy {100 * robust:.1f}%",
                           fontsize="medium")
-        self.image.value = self.render()
+        self._show_inspected()
+        self.surface.redraw()
 
     def render(self) -> bytes:
-        """The figure as PNG bytes.
+        """The figure as PNG bytes (what the widget shows)."""
+        return self.surface.render()
 
-        The first render lays the figure out (constrained layout); later renders keep that
-        layout, which halves the time of a redraw.
-        """
-        buffer = io.BytesIO()
-        self.canvas.print_png(buffer)
-        self.figure.set_layout_engine("none")
-        return buffer.getvalue()
+    # -- inspecting a point -----------------------------------------------------------------
+    def inspect(self, index: int | None) -> None:
+        """Show test point ``index`` (a row of the explored subset) in the panel; ``None`` clears it."""
+        self.selected = None if index is None else int(index)
+        self._show_inspected()
+        self.surface.redraw()
+
+    def point_at(self, x: float, y: float) -> int | None:
+        """The row of the shown point (dot or cross) nearest to display position ``(x, y)`` (pixels
+        from the figure's bottom left), if one lies within ``PICK_RADIUS`` pixels; else ``None``."""
+        if self.ax.name == "3d":
+            return None
+        run, method, attack, eps = self.current()
+        rows = np.flatnonzero(np.isin(self.current_features().labels.numpy(), list(self.class_filter.value)))
+        if rows.size == 0:
+            return None
+        clean, adversarial, _ = self.coordinates(run, method, attack, eps)
+        drawn = self.ax.transData.transform(np.concatenate([clean[rows], adversarial[rows]]))
+        distances = np.hypot(drawn[:, 0] - x, drawn[:, 1] - y)
+        nearest = int(distances.argmin())
+        return int(rows[nearest % rows.size]) if distances[nearest] <= PICK_RADIUS else None
+
+    def point_position(self, index: int) -> tuple[float, float]:
+        """Where clean point ``index`` is drawn: CSS pixels from the figure's top left."""
+        run, method, attack, eps = self.current()
+        x, y = self.ax.transData.transform(self.coordinates(run, method, attack, eps)[0][index])
+        return self.surface.css_position(x, y)
+
+    def _on_click(self, event) -> None:
+        if event.inaxes is not self.ax or event.button != 1 or self.surface.toolbar_busy():
+            return
+        index = self.point_at(event.x, event.y)
+        if index is not None:
+            self.inspect(index)
+
+    def _show_inspected(self) -> None:
+        """Mark the inspected point and its path on the map and fill the panel (or empty both)."""
+        if self.selected is None or self.ax.name == "3d":
+            self.marker.set_offsets(np.empty((0, 2)))
+            self.path_line.set_data([], [])
+            self.panel_image.layout.display = "none"
+            return
+        run, method, attack, eps = self.current()
+        clean = self.coordinates(run, method, attack, eps)[0][self.selected]
+        steps = [self.coordinates(run, method, attack, value)[1][self.selected] for value in self.data.eps_values]
+        path = np.array([clean, *steps])
+        self.path_line.set_data(path[:, 0], path[:, 1])
+        self.marker.set_offsets(self.coordinates(run, method, attack, eps)[1][self.selected: self.selected + 1])
+        details = point_details(self.data, run, attack, eps, self.selected)
+        self.panel_text.value = describe_point(details, self.data.classes)
+        self.panel_image.value = _png(plot_point(details, self.data.classes, dpi=DPI))
+        self.panel_image.layout.display = None
 
     def _build_artists(self) -> PointArtists:
         run, method, attack, eps = self.current()
@@ -329,17 +398,18 @@ def explorer(
     n: int = 500,
     seed: int = 0,
     progress: bool = True,
+    cache_dir=None,
 ) -> FeatureExplorer:
     """Explore several runs' feature maps under attack (module docstring).
 
     Args:
         runs: ``{name: model}`` (then ``data`` is needed) or a ready ``ExplorerData``.
-        data, attacks, eps_values, methods, n, seed, progress: as in ``precompute``.
+        data, attacks, eps_values, methods, n, seed, progress, cache_dir: as in ``precompute``.
 
     Returns:
         a ``FeatureExplorer``; in a notebook it displays as the widget.
     """
-    return FeatureExplorer(_data(runs, data, attacks, eps_values, methods, n, seed, progress))
+    return FeatureExplorer(_data(runs, data, attacks, eps_values, methods, n, seed, progress, cache_dir))
 
 
 def prototype_explorer(
@@ -364,18 +434,25 @@ def prototype_explorer(
     return PrototypeExplorer(_data({name: model}, data, attacks, eps_values, (), n, seed, progress))
 
 
-def _data(runs, data, attacks, eps_values, methods, n, seed, progress) -> ExplorerData:
+def _data(runs, data, attacks, eps_values, methods, n, seed, progress, cache_dir=None) -> ExplorerData:
     if isinstance(runs, ExplorerData):
         return runs
     if data is None:
         raise ValueError("pass data= (a DataBundle) to precompute the runs' features, or an ExplorerData")
-    return precompute(runs, data, attacks, eps_values, methods, n, seed, progress)
+    return precompute(runs, data, attacks, eps_values, methods, n, seed, progress, cache_dir)
 
 
 def _clean_copy(feats: Features, attack: str) -> Features:
     """eps = 0: the adversarial points are the clean points."""
     feats.adversarial, feats.pred_adv, feats.attack, feats.eps = feats.clean, feats.pred_clean, attack, 0.0
+    feats.adversarial_inputs, feats.probs_adv = feats.inputs, feats.probs_clean
     return feats
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(buffer)
+    return buffer.getvalue()
 
 
 def _rows(feats: Features, shown: np.ndarray) -> Features:

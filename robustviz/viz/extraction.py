@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_inputs
+from .._checks import check_inputs, nearest_names_error
 from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode
 from ..data import DataBundle, Split, stratified_indices
 from ..evaluate.robustness import labels_from_scores
@@ -41,6 +41,9 @@ class Features:
         pred_adv: ``[N]`` predictions on the adversarial inputs, or ``None``.
         layer: the layer read (``"features"`` for ``model.features``).
         attack: the attack's name, or ``None``. eps: its budget, or ``None``.
+        inputs, adversarial_inputs: ``[N, C, H, W]`` float16 images in [0, 1] (only with
+            ``extract(..., keep_inputs=True)``, else ``None``), for showing a point's image.
+        probs_clean, probs_adv: ``[N, K]`` softmax of the model's scores (with ``keep_inputs``).
     """
 
     clean: torch.Tensor
@@ -51,6 +54,10 @@ class Features:
     layer: str = "features"
     attack: str | None = None
     eps: float | None = None
+    inputs: torch.Tensor | None = None
+    adversarial_inputs: torch.Tensor | None = None
+    probs_clean: torch.Tensor | None = None
+    probs_adv: torch.Tensor | None = None
 
     @property
     def dim(self) -> int:
@@ -84,6 +91,7 @@ def extract(
     n: int | None = 1000,
     batch_size: int = ATTACK_BATCH_SIZE,
     seed: int = 0,
+    keep_inputs: bool = False,
 ) -> Features:
     """Features of ``layer`` for ``n`` clean inputs and, with ``attack``, their adversarial copies.
 
@@ -100,6 +108,8 @@ def extract(
         n: how many inputs (a stratified, seeded subset; ``None`` for all).
         batch_size: inputs per forward pass (and per attack call).
         seed: seed of the subset and of the attack's random start.
+        keep_inputs: also keep the images (float16) and the softmax of the scores, for
+            inspecting single points (``robustviz.viz.inspection``).
 
     Returns:
         ``Features`` on the CPU.
@@ -109,15 +119,25 @@ def extract(
     """
     x, y = _inputs(model, data, n, seed)
     attack_fn, attack_name, eps = _resolve_attack(attack, eps, data, seed)
-    clean, pred_clean = layer_outputs(model, x, layer, batch_size)
+    clean, pred_clean, scores = _outputs(model, x, layer, batch_size)
     out = Features(clean=clean, labels=y.cpu(), pred_clean=pred_clean, layer=layer or "features",
                    attack=attack_name, eps=eps)
+    if keep_inputs:
+        out.inputs, out.probs_clean = x.cpu().half(), scores.softmax(1)
     if attack_fn is not None:
         x_adv = torch.cat([attack_fn(model, x[i: i + batch_size].to(_device(model)),
                                      y[i: i + batch_size].to(_device(model))).cpu()
                            for i in range(0, len(x), batch_size)])
-        out.adversarial, out.pred_adv = layer_outputs(model, x_adv, layer, batch_size)
+        out.adversarial, out.pred_adv, scores = _outputs(model, x_adv, layer, batch_size)
+        if keep_inputs:
+            out.adversarial_inputs, out.probs_adv = x_adv.half(), scores.softmax(1)
     return out
+
+
+def _outputs(model, x, layer, batch_size) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(layer outputs [N, d], predictions [N], scores [N, K])`` on the CPU."""
+    outputs = multi_layer_outputs(model, x, [layer], batch_size)
+    return outputs[layer], outputs["__predictions__"], outputs["__scores__"]
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -143,7 +163,8 @@ def layer_outputs(
 def multi_layer_outputs(
     model: nn.Module, x: torch.Tensor, layers: Sequence[str | None], batch_size: int = 500
 ) -> dict:
-    """Outputs of several layers in one pass: ``{layer: [N, d_layer]}`` plus ``"__predictions__"``.
+    """Outputs of several layers in one pass: ``{layer: [N, d_layer]}`` plus ``"__predictions__"``
+    (``[N]``) and ``"__scores__"`` (``[N, K]``).
 
     ``None`` stands for ``model.features``. Every tensor is float32 on the CPU.
     """
@@ -151,7 +172,7 @@ def multi_layer_outputs(
     _check_layers(model, names)
     device = _device(model)
     collected: dict = {name: [] for name in layers}
-    predictions = []
+    predictions, all_scores = [], []
     with eval_mode(model), _hooks(model, names) as captured:
         for i in range(0, x.shape[0], batch_size):
             xb = x[i: i + batch_size].to(device)
@@ -164,8 +185,10 @@ def multi_layer_outputs(
             for name in names:
                 collected[name].append(captured[name].flatten(1).float().cpu())
             predictions.append(labels_from_scores(scores).cpu())
+            all_scores.append(scores.float().cpu())
     out = {name: torch.cat(parts) for name, parts in collected.items()}
     out["__predictions__"] = torch.cat(predictions)
+    out["__scores__"] = torch.cat(all_scores)
     return out
 
 
@@ -189,11 +212,10 @@ def _hooks(model: nn.Module, names: Sequence[str]):
 
 
 def _check_layers(model: nn.Module, names: Sequence[str]) -> None:
-    known = set(layer_names(model))
+    known = layer_names(model)
     for name in names:
         if name not in known:
-            shown = ", ".join(layer_names(model)[:30])
-            raise ValueError(f"unknown layer {name!r}; the model's layers are: {shown} (see layer_names(model))")
+            raise nearest_names_error("layer", name, known, "see layer_names(model)")
 
 
 def _inputs(model: nn.Module, data, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
