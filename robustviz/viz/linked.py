@@ -41,7 +41,11 @@ class LinkedExplorer:
     """
 
     def __init__(self, data, runs: Sequence[str]) -> None:
-        import ipywidgets as widgets  # the explorers' import checks ran before (canvas.Surface)
+        try:
+            import ipywidgets as widgets
+        except ImportError as err:
+            raise ImportError("the linked views need ipywidgets (and ipympl for selections): "
+                              "pip install ipywidgets ipympl (or pip install -e \".[viz]\")") from err
 
         self.data, self.runs = data, list(runs)
         self.selection = np.empty(0, dtype=int)
