@@ -34,7 +34,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
@@ -59,6 +58,7 @@ from .embedding_plots import (
     plot_embedding,
     plot_feature_space,
     sphere_coordinates,
+    stamped,
 )
 from .extraction import Features, extract
 from .inspection import describe_point, plot_point, point_details
@@ -167,7 +167,8 @@ class _Explorer:
         self.ax = self.figure.add_subplot(projection="3d" if three_d else None)
         self.palette = to_rgba_array(class_colours(range(10)))  # RGBA per class, looked up on every move
         self.artists = self._build_artists()
-        self.marker = self.ax.scatter([], [], s=220, facecolors="none", edgecolors="black", linewidths=2, zorder=5)
+        self.marker = self.ax.scatter([], [], s=220, facecolors=(0, 0, 0, 0), edgecolors="black", linewidths=2,
+                                      zorder=5)
         (self.path_line,) = self.ax.plot([], [], "-", color="black", linewidth=1.5, zorder=4)
         self.panel_text = widgets.HTML(value="<i>click a point (a dot or a cross) to inspect it</i>"
                                        if self.surface.interactive else "")
@@ -220,7 +221,7 @@ class _Explorer:
         colours = self.palette[feats.labels.numpy()[shown] % len(self.palette)]
         _move(self.artists.clean, clean[shown], colours)
         _move(self.artists.adversarial, adversarial[shown], colours)
-        _move(self.artists.misclassified, misclassified_points(clean[shown], adversarial[shown], _rows(feats, shown)))
+        _move(self.artists.misclassified, misclassified_points(clean, adversarial, feats, shown))
         self.artists.arrows.remove()
         arrow_rows = np.flatnonzero(shown)[: self.max_arrows]
         self.artists.arrows = draw_arrows(self.ax, clean[arrow_rows], adversarial[arrow_rows])
@@ -294,6 +295,9 @@ class _Explorer:
         clean, adversarial, _ = self.coordinates(run, method, attack, eps)
         feats = self.data.features[run][(attack, eps)]
         artists = draw_points(self.ax, clean, adversarial, feats, self.max_arrows)
+        if self.ax.name != "3d":
+            for scatter in (artists.clean, artists.adversarial):
+                stamped(scatter)
         add_class_legend(self.figure, self.ax, range(len(self.data.classes)), self.data.classes, True)
         return artists
 
@@ -453,13 +457,6 @@ def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     FigureCanvasAgg(figure).print_png(buffer)
     return buffer.getvalue()
-
-
-def _rows(feats: Features, shown: np.ndarray) -> Features:
-    """The rows of ``feats`` where ``shown`` (a boolean mask) is True; other rows are dropped."""
-    index = torch.from_numpy(np.flatnonzero(shown))
-    return Features(feats.clean[index], feats.labels[index], feats.pred_clean[index], feats.adversarial[index],
-                    feats.pred_adv[index], feats.layer, feats.attack, feats.eps)
 
 
 def _move(artist, points: np.ndarray, colours=None) -> None:

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.widgets import RectangleSelector
 
 from .canvas import Surface
-from .embedding_plots import class_colours, draw_points, misclassified_points
+from .embedding_plots import class_colours, draw_points, misclassified_points, stamped
 
 DPI = 72
 
@@ -60,9 +60,12 @@ class LinkedExplorer:
         self.artists, self.highlights, self.selectors = [], [], []
         for view, ax in enumerate(self.axes):
             clean, adversarial = self.coordinates(view)
-            self.artists.append(draw_points(ax, clean, adversarial, self.features(view), max_arrows=0))
-            self.highlights.append(ax.scatter([], [], s=70, facecolors="none", edgecolors="black", linewidths=1.6,
-                                              zorder=6))
+            artists = draw_points(ax, clean, adversarial, self.features(view), max_arrows=0)
+            for scatter in (artists.clean, artists.adversarial):
+                stamped(scatter)
+            self.artists.append(artists)
+            self.highlights.append(ax.scatter([], [], s=70, facecolors=(0, 0, 0, 0), edgecolors="black",
+                                              linewidths=1.6, zorder=6))
             self.selectors.append(RectangleSelector(ax, self._selected_in(view), useblit=False, button=[1],
                                                     minspanx=2, minspany=2, spancoords="pixels"))
         self.readout = widgets.HTML(value="<i>drag a rectangle in either map to select points</i>")
