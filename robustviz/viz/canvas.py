@@ -23,6 +23,10 @@ from matplotlib.figure import Figure
 class Surface:
     """One figure shown as a widget; ``redraw()`` after moving its artists.
 
+    The figure's layout (constrained layout) is solved by its first draw and then kept, which
+    makes later draws much cheaper; call ``relayout()`` before a change that alters the
+    axes' labels or limits (another run or map), so that the next draw solves it again.
+
     Attributes:
         figure: the matplotlib figure. widget: the ipympl ``Canvas``, or an
             ``ipywidgets.Image`` without ipympl. interactive: whether it is the ipympl canvas.
@@ -41,7 +45,8 @@ class Surface:
         if not self.interactive:
             FigureCanvasAgg(figure)
             self.widget = widgets.Image(format="png")
-        self._laid_out = False
+        self._layout = figure.get_layout_engine()
+        figure.canvas.mpl_connect("draw_event", self._keep_layout)
 
     def redraw(self) -> None:
         """Show the figure's current state: a draw request to the canvas, or a new PNG."""
@@ -51,15 +56,20 @@ class Surface:
             self.widget.value = self.render()
 
     def render(self) -> bytes:
-        """The figure as PNG bytes.
-
-        The first render lays the figure out (constrained layout); later renders keep that
-        layout, which halves the time of a redraw.
-        """
+        """The figure as PNG bytes."""
         buffer = io.BytesIO()
         self.figure.canvas.print_png(buffer)
-        self.figure.set_layout_engine("none")
         return buffer.getvalue()
+
+    def relayout(self) -> None:
+        """Solve the figure's layout again at its next draw (after that it is kept again)."""
+        if self._layout is not None:
+            self.figure.set_layout_engine(self._layout)
+
+    def _keep_layout(self, event) -> None:
+        """After a draw: keep the axes where the layout engine put them."""
+        if self.figure.get_layout_engine() is self._layout is not None:
+            self.figure.set_layout_engine("none")
 
     def connect(self, event: str, handler) -> None:
         """Call ``handler(event)`` on a matplotlib event (only the interactive canvas sends any)."""

@@ -185,15 +185,15 @@ class StampedScatter(PathCollection):
         _, colour_of_row = np.unique(np.hstack(per_point), axis=0, return_inverse=True)
         colour_of_row = colour_of_row.ravel()
 
-        def of_rows(colours, rows):
-            return colours[rows] if any(colours is array for array in per_point) else colours
+        def colour_of(colours, rows):  # the one colour of these rows
+            return colours[rows][:1] if any(colours is array for array in per_point) else colours
 
         try:
             for colour in range(colour_of_row.max() + 1):
                 rows = colour_of_row == colour
                 # the private fields, not the setters: a setter would mark the figure stale mid-draw
                 self._offsets = offsets[rows]
-                self._facecolors, self._edgecolors = of_rows(faces, rows), of_rows(edges, rows)
+                self._facecolors, self._edgecolors = colour_of(faces, rows), colour_of(edges, rows)
                 super().draw(renderer)
         finally:
             self._offsets, self._facecolors, self._edgecolors = offsets, faces, edges

@@ -181,9 +181,9 @@ class _Explorer:
             self.panel,
         ])
         self.surface.connect("button_press_event", self._on_click)
-        for control in (self.run_selector, self.attack_selector, self.projection_selector, self.eps_slider,
-                        self.class_filter):
-            control.observe(lambda change: self.update(), names="value")
+        self.eps_slider.observe(lambda change: self.update(), names="value")  # same limits and labels
+        for control in (self.run_selector, self.attack_selector, self.projection_selector, self.class_filter):
+            control.observe(lambda change: self.update(relayout=True), names="value")
         self.update()
 
     # -- what the subclasses decide ---------------------------------------------------------
@@ -212,8 +212,14 @@ class _Explorer:
         run, _, attack, eps = self.current()
         return self.data.features[run][(attack, eps)]
 
-    def update(self) -> None:
-        """Move the artists to the widgets' current choice and redraw."""
+    def update(self, relayout: bool = False) -> None:
+        """Move the artists to the widgets' current choice and redraw.
+
+        ``relayout``: the axes' labels or limits may change (another run, attack, map or
+        classes), so the figure's layout is solved again.
+        """
+        if relayout:
+            self.surface.relayout()
         run, method, attack, eps = self.current()
         feats = self.current_features()
         clean, adversarial, title = self.coordinates(run, method, attack, eps)

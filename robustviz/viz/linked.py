@@ -71,8 +71,9 @@ class LinkedExplorer:
         self.readout = widgets.HTML(value="<i>drag a rectangle in either map to select points</i>")
         self.widget = widgets.VBox([widgets.HBox([self.attack_selector, self.projection_selector, self.eps_slider]),
                                     self.surface.widget, self.readout])
-        for control in (self.attack_selector, self.projection_selector, self.eps_slider):
-            control.observe(lambda change: self.update(), names="value")
+        self.eps_slider.observe(lambda change: self.update(), names="value")  # same labels
+        for control in (self.attack_selector, self.projection_selector):
+            control.observe(lambda change: self.update(relayout=True), names="value")
         self.update()
 
     def features(self, view: int):
@@ -86,8 +87,13 @@ class LinkedExplorer:
         projection = self.data.projections[key]
         return projection.clean, projection.adversarial
 
-    def update(self) -> None:
-        """Move every view's points to the widgets' choice; keep the selection ringed."""
+    def update(self, relayout: bool = False) -> None:
+        """Move every view's points to the widgets' choice; keep the selection ringed.
+
+        ``relayout``: solve the figure's layout again (another attack or map: new limits).
+        """
+        if relayout:
+            self.surface.relayout()
         for view, ax in enumerate(self.axes):
             feats, (clean, adversarial) = self.features(view), self.coordinates(view)
             artists = self.artists[view]
