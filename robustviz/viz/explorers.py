@@ -29,12 +29,10 @@ Example:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 from torch import nn
@@ -61,7 +59,7 @@ from .embedding_plots import (
     stamped,
 )
 from .extraction import Features, extract
-from .inspection import describe_point, plot_point, point_details
+from .inspection import PointPanel, describe_point, point_details
 from .projection import Projection, project
 
 DPI = 72  # the rendered image's resolution: lower is faster to redraw
@@ -172,6 +170,7 @@ class _Explorer:
         (self.path_line,) = self.ax.plot([], [], "-", color="black", linewidth=1.5, zorder=4)
         self.panel_text = widgets.HTML(value="<i>click a point (a dot or a cross) to inspect it</i>"
                                        if self.surface.interactive else "")
+        self.point_panel = PointPanel(data.classes, dpi=DPI)
         self.panel_image = widgets.Image(format="png", layout=widgets.Layout(display="none"))
         self.panel = widgets.VBox([self.panel_text, self.panel_image])
         self.widget = widgets.VBox([
@@ -293,7 +292,7 @@ class _Explorer:
         self.marker.set_offsets(self.coordinates(run, method, attack, eps)[1][self.selected: self.selected + 1])
         details = point_details(self.data, run, attack, eps, self.selected)
         self.panel_text.value = describe_point(details, self.data.classes)
-        self.panel_image.value = _png(plot_point(details, self.data.classes, dpi=DPI))
+        self.panel_image.value = self.point_panel.png(details)
         self.panel_image.layout.display = None
 
     def _build_artists(self) -> PointArtists:
@@ -457,12 +456,6 @@ def _clean_copy(feats: Features, attack: str) -> Features:
     feats.adversarial, feats.pred_adv, feats.attack, feats.eps = feats.clean, feats.pred_clean, attack, 0.0
     feats.adversarial_inputs, feats.probs_adv = feats.inputs, feats.probs_clean
     return feats
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(buffer)
-    return buffer.getvalue()
 
 
 def _move(artist, points: np.ndarray, colours=None) -> None:

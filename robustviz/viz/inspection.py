@@ -16,11 +16,13 @@ Example:
 from __future__ import annotations
 
 import html
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .embedding_plots import as_plotted
@@ -104,28 +106,46 @@ def plot_point(details: PointDetails, classes: Sequence[str] | None = None, dpi:
         details: from ``point_details``. classes: class names (default: the numbers).
         dpi: the figure's resolution.
     """
-    name = _namer(classes)
     fig = Figure(figsize=(8.6, 2.3), dpi=dpi, layout="constrained")
     axes = fig.subplots(1, 4, width_ratios=(1, 1, 1, 1.6))
-    perturbation = (details.adversarial_image - details.image).sum(0)
-    scale = max(float(perturbation.abs().max()), 1e-8)
-    panels = ((details.image, f"clean: {name(details.pred_clean)} ({100 * details.confidence_clean:.0f}%)"),
-              (details.adversarial_image, f"adversarial: {name(details.pred_adv)} "
-                                          f"({100 * details.confidence_adv:.0f}%)"))
-    for ax, (image, title) in zip(axes, panels):
-        _show_image(ax, image)
-        ax.set_title(title, fontsize="small", color="black" if title.startswith("clean") else "C3")
-    axes[2].imshow(perturbation.numpy(), cmap="gray", vmin=-scale, vmax=scale)
-    if scale <= 1e-6:
-        title = "no perturbation (eps = 0)"
-    else:
-        title = f"perturbation x{1 / scale:.0f}" if scale < 1 else "perturbation"
-    axes[2].set_title(title, fontsize="small")
-    axes[2].axis("off")
-    _plot_path(axes[3], details, name)
-    fig.suptitle(f"point {details.index}: true class {name(details.label)}, {details.run}, {details.attack}, "
-                 f"eps = {details.eps:.3g}", fontsize="medium")
+    for ax, image in zip(axes, (details.image, details.adversarial_image, details.image[:1])):
+        ax.imshow(_as_picture(image), cmap="gray", vmin=0, vmax=1)
+        ax.axis("off")
+    _fill_point(fig, details, _namer(classes))
     return fig
+
+
+class PointPanel:
+    """The explorer's inspection figure: ``plot_point``'s figure made once, then refilled for
+    each point (new images, titles and path) instead of being built again.
+
+    Example:
+        >>> panel = PointPanel(data.classes)  # doctest: +SKIP
+        >>> png = panel.png(point_details(data, "ce", "fgsm", 0.3, index=7))  # PNG bytes  # doctest: +SKIP
+    """
+
+    def __init__(self, classes: Sequence[str] | None = None, dpi: int = 72) -> None:
+        self.classes, self.dpi = classes, dpi
+        self.figure: Figure | None = None
+
+    def show(self, details: PointDetails) -> Figure:
+        """The figure showing ``details`` (the same figure each time, for images of one size)."""
+        same_size = self.figure is not None and self.figure.axes[0].images[0].get_array().shape[:2] == \
+            tuple(details.image.shape[1:])
+        if same_size:
+            _fill_point(self.figure, details, _namer(self.classes))
+        else:
+            self.figure = plot_point(details, self.classes, self.dpi)
+            FigureCanvasAgg(self.figure)
+        return self.figure
+
+    def png(self, details: PointDetails) -> bytes:
+        """``show(details)`` as PNG bytes. The first one lays the figure out; later ones keep that layout."""
+        figure = self.show(details)
+        buffer = io.BytesIO()
+        figure.canvas.print_png(buffer)
+        figure.set_layout_engine("none")
+        return buffer.getvalue()
 
 
 def describe_point(details: PointDetails, classes: Sequence[str] | None = None) -> str:
@@ -157,10 +177,34 @@ def _namer(classes):
     return (lambda k: str(classes[k])) if classes is not None else (lambda k: str(k))
 
 
-def _show_image(ax, image: torch.Tensor) -> None:
+def _fill_point(fig: Figure, details: PointDetails, name) -> None:
+    """Put ``details`` into a figure made by ``plot_point``: images, titles and the path panel."""
+    axes = fig.axes
+    perturbation = (details.adversarial_image - details.image).sum(0)
+    scale = max(float(perturbation.abs().max()), 1e-8)
+    panels = ((details.image, f"clean: {name(details.pred_clean)} ({100 * details.confidence_clean:.0f}%)", "black"),
+              (details.adversarial_image, f"adversarial: {name(details.pred_adv)} "
+                                          f"({100 * details.confidence_adv:.0f}%)", "C3"))
+    for ax, (image, title, colour) in zip(axes, panels):
+        ax.images[0].set_data(_as_picture(image))
+        ax.set_title(title, fontsize="small", color=colour)
+    axes[2].images[0].set_data(perturbation.numpy())
+    axes[2].images[0].set_clim(-scale, scale)
+    if scale <= 1e-6:
+        title = "no perturbation (eps = 0)"
+    else:
+        title = f"perturbation x{1 / scale:.0f}" if scale < 1 else "perturbation"
+    axes[2].set_title(title, fontsize="small")
+    axes[3].clear()
+    _plot_path(axes[3], details, name)
+    fig.suptitle(f"point {details.index}: true class {name(details.label)}, {details.run}, {details.attack}, "
+                 f"eps = {details.eps:.3g}", fontsize="medium")
+
+
+def _as_picture(image: torch.Tensor) -> np.ndarray:
+    """A ``[C, H, W]`` image as what ``imshow`` takes: ``[H, W]`` grey or ``[H, W, 3]`` colour, in [0, 1]."""
     image = image.clamp(0, 1)
-    ax.imshow((image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy(), cmap="gray", vmin=0, vmax=1)
-    ax.axis("off")
+    return (image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)).numpy()
 
 
 def _plot_path(ax, details: PointDetails, name) -> None:

@@ -71,8 +71,7 @@ class LinkedExplorer:
         self.readout = widgets.HTML(value="<i>drag a rectangle in either map to select points</i>")
         self.widget = widgets.VBox([widgets.HBox([self.attack_selector, self.projection_selector, self.eps_slider]),
                                     self.surface.widget, self.readout])
-        self.eps_slider.observe(lambda change: self.update(), names="value")  # same labels
-        for control in (self.attack_selector, self.projection_selector):
+        for control in (self.attack_selector, self.projection_selector, self.eps_slider):
             control.observe(lambda change: self.update(relayout=True), names="value")
         self.update()
 
@@ -90,7 +89,7 @@ class LinkedExplorer:
     def update(self, relayout: bool = False) -> None:
         """Move every view's points to the widgets' choice; keep the selection ringed.
 
-        ``relayout``: solve the figure's layout again (another attack or map: new limits).
+        ``relayout``: solve the figure's layout again (another attack, map or eps: new limits).
         """
         if relayout:
             self.surface.relayout()
