@@ -18,6 +18,9 @@ import io
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+TOOLBAR_PX = 40  # CSS pixels: ipympl's toolbar (one column of buttons) floats over the canvas's left edge
 
 
 class Surface:
@@ -46,6 +49,8 @@ class Surface:
             FigureCanvasAgg(figure)
             self.widget = widgets.Image(format="png")
         self._layout = figure.get_layout_engine()
+        if self.interactive:
+            _leave_room_for_toolbar(figure, self._layout)
         figure.canvas.mpl_connect("draw_event", self._keep_layout)
 
     def redraw(self) -> None:
@@ -84,6 +89,13 @@ class Surface:
         """Display coordinates (pixels from the bottom left) -> CSS pixels from the canvas's top left."""
         ratio = getattr(self.figure.canvas, "device_pixel_ratio", 1) or 1
         return float(x) / ratio, float(self.figure.bbox.height - y) / ratio
+
+
+def _leave_room_for_toolbar(figure: Figure, layout) -> None:
+    """Lay the figure out right of the toolbar, so that its buttons do not cover the y axis."""
+    if isinstance(layout, ConstrainedLayoutEngine):  # otherwise the figure's own margins stay
+        left = TOOLBAR_PX / (figure.get_figwidth() * figure.dpi)  # the canvas is this many CSS pixels wide
+        layout.set(rect=(left, 0, 1 - left, 1))
 
 
 def _ipympl_canvas(figure: Figure):
