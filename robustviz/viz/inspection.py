@@ -5,7 +5,8 @@ attack: the clean and the adversarial image, the true class, the clean and adver
 predictions with their confidences (softmax of the model's scores), the distance to the
 nearest prototype or cluster centre where the model has them, and the point's path across
 the eps values (prediction and true-class confidence at each). ``plot_point`` draws it as one
-figure; ``describe_point`` writes it as a line of HTML for the explorer's panel.
+figure (``PointPanel`` keeps one such figure and refills it, as the explorer does on every
+click); ``describe_point`` writes it as a line of HTML for the explorer's panel.
 
 Example:
     >>> data = precompute({"ce": model}, bundle, attacks=("pgd-10",), eps_values=(0, 0.1, 0.3))  # doctest: +SKIP
