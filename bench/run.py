@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import data_load  # noqa: E402
+import eval_settings  # noqa: E402
 import pgd_overhead  # noqa: E402
 import vs_torchattacks  # noqa: E402
 
@@ -22,3 +23,5 @@ if __name__ == "__main__":
     pgd_overhead.main(["--repeats", "5"])
     print()
     vs_torchattacks.main(["--repeats", "5"])
+    print()
+    eval_settings.main([])
