@@ -555,7 +555,11 @@ def test_debug_shows_the_traceback(tmp_path):
 
 def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--dataset", "blobs", "--n-train", "200", "--epochs", "40", "--set", "val_size=20",
+    # 400 epochs of ~25 ms, so that the run is still going when the signal comes (with 40, one CI-like
+    # run saw return code 0 and nothing on stderr: a run that ended, or a signal that was lost; the
+    # check before the signal tells the two apart).
+    epochs = 400
+    args = ["train", "--dataset", "blobs", "--n-train", "200", "--epochs", str(epochs), "--set", "val_size=20",
             "--out", str(out), "--no-progress"]
     environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-m", "robustviz", *args], cwd=tmp_path, env=environment,
@@ -564,6 +568,7 @@ def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path):
     while not (out / "meta.json").exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
+    assert child.poll() is None, "the run ended before it could be interrupted"
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
@@ -572,7 +577,7 @@ def test_ctrl_c_says_how_to_resume_and_resuming_finishes_the_run(tmp_path):
     assert resume_command[:2] == ["robustviz", "train"] and resume_command[-1] == "--resume"
     finished = run_cli(resume_command[1:], tmp_path)
     assert finished.returncode == 0, finished.stderr
-    assert json.loads((out / "meta.json").read_text())["epoch"] == 40
+    assert json.loads((out / "meta.json").read_text())["epoch"] == epochs
 
 
 def test_an_unknown_method_setting_is_named_with_the_valid_ones():
