@@ -299,6 +299,9 @@ def test_explorer_figure_follows_the_eps_slider_in_chromium(page):
 
 def test_a_click_on_a_point_opens_the_inspection_panel(page):
     box = explorer_locator(page)
+    # The largest eps, so that the panel shows a real attack (the slider test leaves it at 0).
+    execute_in_kernel(page, "explorer.eps_slider.value = explorer.data.eps_values[-1]")
+    time.sleep(1)
     point = json.loads(kernel_output(page, ISOLATED_POINT))
     left, top = canvas_origin(box)
     page.mouse.click(left + point["x"], top + point["y"])
@@ -312,6 +315,9 @@ def test_a_click_on_a_point_opens_the_inspection_panel(page):
     page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=image.element_handle())
     time.sleep(1)
     box.screenshot(path=str(ARTIFACTS / "inspection.png"))
+    # Back to eps 0, as the slider test left it, and let that redraw reach the page before the next test.
+    execute_in_kernel(page, "explorer.eps_slider.value = explorer.data.eps_values[0]")
+    time.sleep(2)
 
 
 LINKED_AXES = """
