@@ -62,8 +62,8 @@ from robustviz import runs, viz
 from robustviz.claims import expect
 from robustviz.evaluate import evaluate_robustness
 from robustviz.evaluate.intervals import format_accuracy, wilson_interval
-from robustviz.losses.gce import guided_complement_entropy, normalized_complement_entropy
-from robustviz.viz import complement_statistics
+from robustviz.methods.gce import complement_statistics, plot_complement_entropy
+from robustviz.methods.gce.loss import guided_complement_entropy, normalized_complement_entropy
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)
 bundle = course.data()
@@ -117,7 +117,7 @@ models = {key: course.train(key)[0] for key in ("ce", "gce", "pgd_at", "gce_at")
 # (1 = perfectly flat wrong classes).
 
 # %% tags=["plot"]
-viz.plot_complement_entropy({"ce": models["ce"], "gce": models["gce"]}, test.x, test.y)
+plot_complement_entropy({"ce": models["ce"], "gce": models["gce"]}, test.x, test.y)
 
 # %%
 entropy = {key: float(complement_statistics(models[key], test.x, test.y)[1].mean()) for key in ("ce", "gce")}
@@ -204,10 +204,10 @@ for name, model in (("alpha = 1/3", models["gce"]), ("alpha = 1", gce_alpha1)):
 from robustviz.attacks import pgd
 
 x_adv = pgd(models["gce"], test.x, test.y, eps=0.1, steps=20, seed=SEED)
-viz.plot_complement_entropy({"gce": models["gce"]}, test.x, test.y, title="gce, clean inputs")
+plot_complement_entropy({"gce": models["gce"]}, test.x, test.y, title="gce, clean inputs")
 
 # %% tags=["solution", "plot"] jupyter={"source_hidden": true}
-viz.plot_complement_entropy({"gce": models["gce"]}, x_adv, test.y, title="gce, PGD-20 inputs (eps 0.1)")
+plot_complement_entropy({"gce": models["gce"]}, x_adv, test.y, title="gce, PGD-20 inputs (eps 0.1)")
 
 # %% [markdown] tags=["solution"] jupyter={"source_hidden": true}
 # **Answer 2.** No: on the adversarial inputs the true-class probability collapses and the

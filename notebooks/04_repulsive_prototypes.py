@@ -62,7 +62,7 @@ from robustviz import runs, viz
 from robustviz.claims import expect
 from robustviz.evaluate import evaluate_robustness, ladder
 from robustviz.evaluate.intervals import format_accuracy
-from robustviz.methods import make_prototypes
+from robustviz.methods.drp import make_prototypes
 from robustviz.viz import prototype_angles
 
 course = runs.setup(PROFILE, SEED, DATASET, N_TRAIN)

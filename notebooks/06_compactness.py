@@ -219,7 +219,7 @@ expect(all(same.values()), "at this budget the ablation cannot tell the variants
 # ## Exercises
 #
 # 1. **Compactness, measured.** Compute $L_{lc}$ for the PGD-AT and the ADR model on a test batch
-#    (`robustviz.losses.adr.local_compactness(z_clean, z_adv)`). Which is more compact?
+#    (`robustviz.methods.adr.loss.local_compactness(z_clean, z_adv)`). Which is more compact?
 # 2. **Global compactness in pictures.** Map the ADR model's features with PCA, clean and under
 #    PGD-20 at $\epsilon = 0.3$, and compare with `pgd_at`'s map.
 # 3. **A second seed.** Train the full-ADR variant of the ablation again with another seed
@@ -227,7 +227,7 @@ expect(all(same.values()), "at this budget the ablation cannot tell the variants
 
 # %% tags=["solution"] jupyter={"source_hidden": true}
 # @title Solution 1
-from robustviz.losses.adr import local_compactness
+from robustviz.methods.adr.loss import local_compactness
 from robustviz.viz import features_of
 
 for key in ("pgd_at", "adr"):

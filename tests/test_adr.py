@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustviz import data, models
-from robustviz.losses.adr import (
+from robustviz.geometry import kl_per_sample
+from robustviz.methods import Batch
+from robustviz.methods.adr import ADR, RECIPES
+from robustviz.methods.adr.loss import (
     ADRRegularizer,
     adr_terms,
     conditional_entropy,
@@ -23,9 +26,6 @@ from robustviz.losses.adr import (
     pairwise_distances,
     vat_consistency,
 )
-from robustviz.losses.trades import kl_per_sample
-from robustviz.methods import Batch
-from robustviz.methods.adr import ADR, RECIPES
 from robustviz.methods.standard import AdversarialTraining
 from robustviz.methods.trades import TRADES
 from robustviz.train import fit

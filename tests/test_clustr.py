@@ -21,11 +21,12 @@ from robustviz.evaluate.certificate import (
     hypothesis_margin,
     input_radius,
     linf_radius,
-    nearest_centre_class,
 )
-from robustviz.losses.magnet import MagnetLoss, magnet_loss, qtrades_consistency
+from robustviz.geometry import nearest_centre_class
 from robustviz.methods import Batch
-from robustviz.methods.cluster_index import (
+from robustviz.methods.clustr import RECIPES, ClusterHead, ClusTR, ClusTRQTrades, PaperScores
+from robustviz.methods.clustr.loss import MagnetLoss, magnet_loss, qtrades_consistency
+from robustviz.methods.clustr.sampler import (
     ClusterIndex,
     build_cluster_index,
     embed,
@@ -33,7 +34,6 @@ from robustviz.methods.cluster_index import (
     neighbourhood_batch,
     seed_distribution,
 )
-from robustviz.methods.clustr import RECIPES, ClusterHead, ClusTR, ClusTRQTrades, PaperScores
 from robustviz.models import RobustModel
 from robustviz.train import fit
 from robustviz.train import loop as fit_module

@@ -11,16 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from robustviz import data, methods, models
-from robustviz.losses.drp import (
-    CosinePrototypeLoss,
-    LinfPrototypeLoss,
-    cosine_loss,
-    linf_distance,
-    linf_loss,
-    make_drp_loss,
-)
 from robustviz.methods.drp import DRP, RECIPES
-from robustviz.methods.prototypes import (
+from robustviz.methods.drp.head import (
     PROTOTYPE_KINDS,
     PrototypeHead,
     cube_prototypes,
@@ -38,6 +30,14 @@ from robustviz.methods.prototypes import (
     smooth_max_cosine_gradient,
     sphere_prototypes,
     sylvester_hadamard,
+)
+from robustviz.methods.drp.loss import (
+    CosinePrototypeLoss,
+    LinfPrototypeLoss,
+    cosine_loss,
+    linf_distance,
+    linf_loss,
+    make_drp_loss,
 )
 from robustviz.train import fit, load_checkpoint
 

@@ -138,7 +138,7 @@ def test_sat_recipes_select_the_best_ifgsm_epoch_with_the_authors_schedule():
             config = methods.get(key).config("mnist", profile)
             assert config.rollback and config.monitor_attack == "ifgsm" and config.monitor_steps == 3
             assert config.schedule == "multistep" and config.gamma == 0.2
-            assert config.milestones == methods.singlestep.step_milestones(config.epochs)
+            assert config.milestones == methods.singlestep.recipes.step_milestones(config.epochs)
     quick = methods.get("sat_r3").config("mnist", "quick")
     lr_at = make_schedule(quick.schedule, quick.lr, 400, 100, quick.milestones, quick.gamma)
     # /5 after the first quarter-ish of training (0-indexed epoch E/4, integer division), then /25.
@@ -192,7 +192,7 @@ def test_train_mode_crafting_uses_batch_statistics_and_keeps_running_statistics(
 
 @pytest.mark.parametrize("attack_bn", ["eval", "train"])
 def test_training_attacks_never_move_running_statistics(bn_net, attack_bn):
-    method = methods.AdversarialTraining(eps=0.1, steps=2, attack_bn=attack_bn)
+    method = methods.standard.AdversarialTraining(eps=0.1, steps=2, attack_bn=attack_bn)
     bn_net.train()
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 3, (8,))
     before = bn_net.bn.running_mean.clone()
@@ -283,9 +283,9 @@ def diagnoses_table_row(report, flag):
 
 
 def test_losses_keep_float64_inputs_in_float64():
-    from robustviz.losses.adr import ADRRegularizer
-    from robustviz.losses.magnet import qtrades_consistency
-    from robustviz.losses.trades import trades_loss
+    from robustviz.methods.adr.loss import ADRRegularizer
+    from robustviz.methods.clustr.loss import qtrades_consistency
+    from robustviz.methods.trades.loss import trades_loss
 
     gen = torch.Generator().manual_seed(0)
     clean, adv = torch.randn(6, 4, generator=gen, dtype=torch.float64), torch.randn(6, 4, generator=gen,

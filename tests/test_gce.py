@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 
 from robustviz import data, models
-from robustviz.losses.gce import (
+from robustviz.methods.gce import RECIPES, GCEAdversarialTraining, GuidedComplementEntropyTraining
+from robustviz.methods.gce.loss import (
     GuidedComplementEntropy,
     complement_distribution,
     guided_complement_entropy,
     guiding_factor,
     normalized_complement_entropy,
 )
-from robustviz.methods.gce import RECIPES, GCEAdversarialTraining, GuidedComplementEntropyTraining
 from robustviz.train import fit
 
 ALPHA = 1 / 3

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustviz import data, models
-from robustviz.losses.singlestep import (
+from robustviz.methods import Batch
+from robustviz.methods.singlestep import RECIPES, SATR1, SATR2, SATR3
+from robustviz.methods.singlestep.loss import (
     SATR1Loss,
     SATR2Loss,
     SATR3Loss,
@@ -21,20 +23,16 @@ from robustviz.losses.singlestep import (
     sat_r2_loss,
     sat_r3_loss,
 )
-from robustviz.methods import AdversarialTraining, Batch
-from robustviz.methods.singlestep import (
-    RECIPES,
-    SATR1,
-    SATR2,
-    SATR3,
+from robustviz.methods.singlestep.method import (
     fgsm_sample,
     ifgsm_sample,
     random_corner,
     sat_r1_samples,
     sat_r2_samples,
     sat_r3_samples,
-    step_milestones,
 )
+from robustviz.methods.singlestep.recipes import step_milestones
+from robustviz.methods.standard import AdversarialTraining
 from robustviz.train import fit, input_statistics, make_schedule
 
 RECIPE = {recipe.key: recipe for recipe in RECIPES}

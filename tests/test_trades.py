@@ -11,9 +11,10 @@ from torch import nn
 
 from robustviz import data, models
 from robustviz.attacks.trades import TradesAttack, trades_attack
-from robustviz.losses.trades import TradesLoss, kl_per_sample, trades_kl, trades_loss
+from robustviz.geometry import kl_per_sample
 from robustviz.methods import Batch
 from robustviz.methods.trades import RECIPES, TRADES
+from robustviz.methods.trades.loss import TradesLoss, trades_kl, trades_loss
 from robustviz.train import fit
 
 RECIPE = RECIPES[0]

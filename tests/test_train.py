@@ -48,7 +48,7 @@ def test_steps_override_epochs(tiny_mnist):
 
 
 def test_eps_ramp_grows_the_training_eps():
-    method = methods.AdversarialTraining(eps=0.3, steps=1, eps_ramp=0.5)
+    method = methods.standard.AdversarialTraining(eps=0.3, steps=1, eps_ramp=0.5)
     assert method.ramp_factor(methods.Step(index=25, total=100)) == pytest.approx(0.5)
     assert method.ramp_factor(methods.Step(index=90, total=100)) == 1.0
 

@@ -19,8 +19,9 @@ from matplotlib.quiver import Quiver
 from robustviz import data, viz
 from robustviz.data import stratified_indices
 from robustviz.evaluate import evaluate_robustness
-from robustviz.evaluate.certificate import nearest_centre_class
-from robustviz.methods.prototypes import make_prototypes
+from robustviz.geometry import nearest_centre_class
+from robustviz.methods.drp.head import make_prototypes
+from robustviz.methods.gce import complement_statistics, plot_complement_entropy
 from robustviz.train import train_model
 
 # ---- fixtures: real models -------------------------------------------------------------------
@@ -293,9 +294,9 @@ def test_loss_along_fgsm_and_landscape(trained_cnn, small_mnist):
 
 def test_complement_entropy_histograms(trained_cnn, drp_3d, small_mnist):
     x, y = small_mnist.test.x[:100], small_mnist.test.y[:100]
-    p_true, entropy = viz.complement_statistics(trained_cnn, x, y)
+    p_true, entropy = complement_statistics(trained_cnn, x, y)
     assert ((0 <= entropy) & (entropy <= 1 + 1e-6)).all() and ((0 <= p_true) & (p_true <= 1)).all()
-    fig = viz.plot_complement_entropy({"ce": trained_cnn, "drp": drp_3d[0]}, x, y)
+    fig = plot_complement_entropy({"ce": trained_cnn, "drp": drp_3d[0]}, x, y)
     prob_ax, entropy_ax = fig.axes
     assert len(prob_ax.patches) == len(entropy_ax.patches) == 2  # one step histogram per model
     assert entropy_ax.get_legend().get_texts()[0].get_text().startswith("ce (mean")

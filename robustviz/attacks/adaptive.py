@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..geometry import centre_rule, class_distances
 from .core import eval_mode, prepare_inputs
 from .losses import AttackLoss, margin
 from .pgd import keep_worst_case, pgd, worst_case_key
@@ -44,8 +45,9 @@ from .pgd import keep_worst_case, pgd, worst_case_key
 class NearestCentreScores(nn.Module):
     """Class scores of the hard nearest-centre rule: ``s_c = -min_{j in class c} ||f(x) - mu_j||^2`` ``[B, K]``.
 
-    Wraps a model whose ``head`` has ``centres [P, d]`` and ``centre_labels [P]`` buffers;
-    argmax of the scores is the nearest centre's class (the rule the certificate covers).
+    Wraps a model whose head describes a ``CentreRule`` in raw feature space
+    (``robustviz.geometry``); argmax of the scores is the nearest centre's class (the rule
+    the certificate covers).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -54,25 +56,23 @@ class NearestCentreScores(nn.Module):
         self.num_classes = model.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rule = centre_rule(self.model)
         z = self.model.features(x).float()
-        head = self.model.head
-        neg_d2 = -torch.cdist(z, head.centres.float()).pow(2)  # [B, P]
-        very_low = torch.finfo(neg_d2.dtype).min / 4  # a class without centres never wins
-        scores = [neg_d2[:, head.centre_labels == c].max(dim=1).values
-                  if bool((head.centre_labels == c).any()) else neg_d2.new_full((z.shape[0],), very_low)
-                  for c in range(self.num_classes)]
-        return torch.stack(scores, dim=1)
+        return -class_distances(z, rule.centres.float(), rule.labels, self.num_classes)
 
 
-def has_centres(model: nn.Module) -> bool:
-    head = getattr(model, "head", None)
-    return hasattr(head, "centres") and hasattr(head, "centre_labels") and hasattr(model, "features")
+def has_feature_centres(model: nn.Module) -> bool:
+    """Whether ``model`` decides by the nearest centre to its raw features ``f(x)``: then the hard
+    rule is a view of its own, next to ``forward`` (a soft vote, e.g.). Rules on unit features
+    (prototypes) are already what ``forward`` computes."""
+    rule = centre_rule(model)
+    return rule is not None and rule.space == "features" and hasattr(model, "features")
 
 
 def decision_views(model: nn.Module) -> dict[str, nn.Module]:
     """The differentiable views of ``model``'s decision rule the adaptive attack targets (name -> module)."""
     views: dict[str, nn.Module] = {"decision rule": model}
-    if has_centres(model):
+    if has_feature_centres(model):
         views["nearest centre"] = NearestCentreScores(model)
     return views
 

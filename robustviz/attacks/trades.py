@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..losses.trades import kl_per_sample
+from ..geometry import kl_per_sample
 from .core import clip_to, eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs, signed_step
 
 

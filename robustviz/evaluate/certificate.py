@@ -29,28 +29,9 @@ import math
 
 import torch
 
+from ..geometry import centre_rule, check_centres, nearest_centre_class, squared_distances
+
 VARIANTS = ("nearest", "best_same_class")
-
-
-def _check(z: torch.Tensor, centres: torch.Tensor, centre_labels: torch.Tensor) -> None:
-    if z.dim() != 2 or centres.dim() != 2 or z.shape[1] != centres.shape[1]:
-        raise ValueError(f"z must be [B, d] and centres [P, d] with the same d; got {tuple(z.shape)} "
-                         f"and {tuple(centres.shape)}")
-    if centre_labels.shape != (centres.shape[0],):
-        raise ValueError(f"centre_labels must be [P] = [{centres.shape[0]}], got {tuple(centre_labels.shape)}")
-    if centres.shape[0] == 0:
-        raise ValueError("there must be at least one centre")
-
-
-def squared_centre_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """``||z_b - mu_k||^2`` ``[B, P]`` in float64."""
-    return (z.double()[:, None, :] - centres.double()[None]).pow(2).sum(-1)
-
-
-def nearest_centre_class(z: torch.Tensor, centres: torch.Tensor, centre_labels: torch.Tensor) -> torch.Tensor:
-    """The hard nearest-centre prediction ``class(argmin_k ||z - mu_k||)`` ``[B]``."""
-    _check(z, centres, centre_labels)
-    return centre_labels[squared_centre_distances(z, centres).argmin(dim=1)]
 
 
 def bisector_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -59,7 +40,7 @@ def bisector_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     ``h[b, i, j] > 0`` when ``z_b`` is on ``mu_i``'s side of the bisector of ``mu_i`` and ``mu_j``.
     Coincident centres (``mu_i = mu_j``) give 0: ``z`` is always on their bisector.
     """
-    d2 = squared_centre_distances(z, centres)  # [B, P]
+    d2 = squared_distances(z.double(), centres.double())  # [B, P]
     gap = (centres.double()[:, None, :] - centres.double()[None]).norm(dim=-1)  # [P, P]
     diff = d2[:, None, :] - d2[:, :, None]  # [B, i, j] = d_j^2 - d_i^2
     return torch.where(gap > 0, diff / (2 * gap.clamp_min(1e-300)), torch.zeros_like(diff))
@@ -93,10 +74,10 @@ def feature_radius(
         >>> z = model.features(x)  # doctest: +SKIP
         >>> radius = feature_radius(z, model.head.centres, model.head.centre_labels)  # doctest: +SKIP
     """
-    _check(z, centres, centre_labels)
+    check_centres(z, centres, centre_labels)
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    d2 = squared_centre_distances(z, centres)
+    d2 = squared_distances(z.double(), centres.double())
     predicted = centre_labels[d2.argmin(dim=1)]  # [B]
     other = centre_labels[None, :] != predicted[:, None]  # [B, P] which j count
     if variant == "nearest":
@@ -119,8 +100,8 @@ def hypothesis_margin(z: torch.Tensor, centres: torch.Tensor, centre_labels: tor
     ``d_k = ||z - mu_k||`` and ``i`` the nearest centre. Never larger than ``feature_radius``
     (``h_ij >= (d_j - d_i) / 2`` because ``d_i + d_j >= ||mu_i - mu_j||``).
     """
-    _check(z, centres, centre_labels)
-    d = squared_centre_distances(z, centres).sqrt()
+    check_centres(z, centres, centre_labels)
+    d = squared_distances(z.double(), centres.double()).sqrt()
     nearest = d.argmin(dim=1)
     other = centre_labels[None, :] != centre_labels[nearest][:, None]
     margin = (d - d.gather(1, nearest[:, None])) / 2
@@ -156,27 +137,20 @@ def linf_radius(l2_radius: torch.Tensor | float, input_dim: int) -> torch.Tensor
 def model_centres(model) -> tuple[torch.Tensor, torch.Tensor, str]:
     """The centres of a nearest-centre model and how its features are compared to them.
 
-    Returns ``(centres [P, d], centre_labels [P], space)`` with ``space`` either ``"features"``
-    (ClusTR: ``f(x)`` against the cluster centres) or ``"unit features"`` (DRP: the rule is
-    ``argmax_c <f(x)/||f(x)||, p_c>``, which for equal-norm prototypes is the nearest
-    normalised prototype to ``f(x)/||f(x)||_2``, whatever the normalising norm ``q``).
+    Returns ``(centres [P, d], centre_labels [P], space)`` from the head's ``CentreRule``
+    (``robustviz.geometry.centre_rule``): ``space`` is ``"features"`` (``f(x)`` against the
+    centres) or ``"unit features"`` (``f(x)/||f(x)||_2`` against unit prototypes).
 
-    Raises ``ValueError`` for models without centres and for prototypes of unequal norms
-    (DRP ``faithful``: its rule is not a nearest-centre rule, so this certificate does not apply).
+    Raises ``ValueError`` for models without a centre rule and for rules that are not exact
+    (e.g. prototypes of unequal norms), where the bisector certificate does not apply.
     """
-    head = getattr(model, "head", None)
-    if hasattr(head, "centres") and hasattr(head, "centre_labels"):
-        return head.centres.detach(), head.centre_labels.detach(), "features"
-    if hasattr(head, "prototypes"):
-        prototypes = head.prototypes.detach()
-        norms = prototypes.norm(dim=1)
-        if float((norms.max() - norms.min()) / norms.max().clamp_min(1e-12)) > 1e-3:
-            raise ValueError("the prototypes have unequal norms (e.g. DRP 'faithful'), so argmax <z, p_c> is not "
-                             "a nearest-centre rule and the bisector certificate does not apply")
-        labels = torch.arange(prototypes.shape[0], device=prototypes.device)
-        return prototypes / norms[:, None], labels, "unit features"
-    raise ValueError("the certificate needs a nearest-centre model: a head with 'centres' and 'centre_labels' "
-                     "(ClusTR) or 'prototypes' (DRP)")
+    rule = centre_rule(model)
+    if rule is None:
+        raise ValueError("the certificate needs a nearest-centre model: a head with a centre_rule() "
+                         "(cluster centres or prototypes, robustviz.geometry.CentreRule)")
+    if not rule.exact:
+        raise ValueError(f"{rule.reason}; the bisector certificate does not apply")
+    return rule.centres, rule.labels, rule.space
 
 
 @torch.no_grad()

@@ -1,4 +1,11 @@
-"""Training recipes by name: the method, its training-time attack and its defaults.
+"""The training methods, one folder each, and the registry of their recipes by name.
+
+A method folder (``robustviz/methods/<key>/``) holds everything about one method: its
+``README.md`` (paper, formulas, settings and their sources, pitfalls), ``loss.py`` (pure
+functions), ``head.py`` (a decision rule, if the method has its own), ``sampler.py`` (its
+batches, if not the loader's), ``method.py`` (the ``Method``) and ``recipes.py`` (its
+recipes). Adding a method is one folder plus one line in ``METHOD_FOLDERS`` below
+(docs/architecture.md shows a complete example).
 
 Example:
     >>> from robustviz import methods
@@ -10,122 +17,18 @@ Example:
 from __future__ import annotations
 
 from .._checks import unknown_name_error
-from . import adr, clustr, drp, gce, singlestep, trades
-from .adr import ADR
+from . import adr, clustr, drp, gce, singlestep, standard, trades
 from .base import BASE_CONFIGS, FAMILIES, PROFILES, Batch, Method, Recipe, Step, StepOutput, TrainConfig, shortened
-from .clustr import ClusterHead, ClusTR, ClusTRQTrades
-from .drp import DRP
-from .gce import GCEAdversarialTraining, GuidedComplementEntropyTraining
-from .prototypes import PrototypeHead, make_prototypes
-from .singlestep import SATR1, SATR2, SATR3
-from .standard import AdversarialTraining, CrossEntropy
-from .trades import TRADES
 
 __all__ = [
-    "ADR", "BASE_CONFIGS", "DRP", "Batch", "FAMILIES", "PROFILES", "RECIPES", "SATR1", "SATR2", "SATR3", "TRADES",
-    "AdversarialTraining", "ClusTR", "ClusTRQTrades", "ClusterHead", "CrossEntropy", "GCEAdversarialTraining",
-    "GuidedComplementEntropyTraining", "Method", "PrototypeHead", "Recipe", "Step", "StepOutput", "TrainConfig", "get",
-    "list_recipes", "make_prototypes", "shortened",
+    "BASE_CONFIGS", "FAMILIES", "METHOD_FOLDERS", "PROFILES", "RECIPES", "Batch", "Method", "Recipe", "Step",
+    "StepOutput", "TrainConfig", "get", "list_recipes", "shortened",
 ]
 
-# Wong et al.'s fast-AT setting (train_fgsm.py), shared by the two single-step baselines on
-# CIFAR: cyclic lr peaking at half of training, inputs normalised with the dataset's mean/std,
-# the attack crafted in train mode (batch statistics).
-_FAST_AT_CIFAR = dict(model="preact_resnet18", epochs=15, schedule="onecycle", warmup_fraction=0.5, lr=0.2,
-                      optimizer="sgd", weight_decay=5e-4, augment="crop_flip", input_norm="dataset")
+# The registry: one line per method folder, in the order of the course (baselines first).
+METHOD_FOLDERS = [standard, trades, gce, drp, clustr, adr, singlestep]
 
-# Lab profile (docs/profiles.md): CIFAR-10 settings projected by bench/flops.py to about 10
-# minutes on a T4; MNIST: the full settings for 10 epochs (``shortened``); toys: ``(toy, "*")``.
-_CE_MNIST_FULL = dict(epochs=20, optimizer="adam", lr=1e-3, schedule="constant", milestones=())
-_PGD_MNIST_FULL = dict(epochs=84, batch_size=50, optimizer="adam", lr=1e-4, schedule="constant", milestones=(),
-                       method_kwargs=dict(steps=40, step_size=0.01))
-_FGSM_RS_MNIST_FULL = dict(epochs=10, batch_size=100, optimizer="adam", lr=5e-3, schedule="onecycle",
-                           warmup_fraction=0.4, milestones=(), method_kwargs=dict(steps=1, step_size=0.375))
-
-_BASELINES = [
-        Recipe(
-            key="ce",
-            summary="standard training with cross-entropy (no defence)",
-            paper="-",
-            make=CrossEntropy,
-            overrides={
-                ("mnist", "full"): _CE_MNIST_FULL,
-                ("mnist", "lab"): shortened("mnist", _CE_MNIST_FULL, 10),
-                # Lab: the fast-AT base (PreAct ResNet-18, cyclic lr 0.2) for 30 epochs, no attack.
-                ("cifar", "lab"): dict(epochs=30),
-            },
-        ),
-        Recipe(
-            key="pgd_at",
-            summary="PGD adversarial training: train on PGD examples (random start, k steps)",
-            paper="Madry et al. 2018, arXiv:1706.06083",
-            make=AdversarialTraining,
-            overrides={
-                # CPU-sized: 5 steps of 0.1 and eps ramped up over the first 30% of training.
-                ("mnist", "quick"): dict(epochs=5, method_kwargs=dict(steps=5, step_size=0.1,
-                                                                    eps_ramp=0.3)),
-                # Madry et al. MNIST: 40 steps of 0.01, Adam 1e-4, batch 50, 100k iterations.
-                ("mnist", "full"): _PGD_MNIST_FULL,
-                ("mnist", "lab"): shortened("mnist", _PGD_MNIST_FULL, 10),
-                ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255)),
-                # Lab: PGD-2 of 4/255 (eps / 2, random start; Andriushchenko & Flammarion's PGD-2
-                # baseline) for 15 epochs of the fast-AT cyclic schedule, instead of Rice et al.'s
-                # PGD-10 of 2/255 for 200 epochs of step decay: the budget of about 10 T4 minutes.
-                # Fewer attack steps for more epochs: PGD-5 for 8 epochs reached only 66.6 % clean
-                # accuracy (docs/gpu.md). Attack crafted in train mode, as in the full profile.
-                ("cifar", "lab"): dict(epochs=15, method_kwargs=dict(steps=2, step_size=4 / 255, attack_bn="train")),
-                # Rice et al. 2020 (PreAct ResNet-18): 10 steps of 2/255, 200 epochs, normalised
-                # inputs, the attack crafted in train mode.
-                ("cifar", "full"): dict(method_kwargs=dict(steps=10, step_size=2 / 255, attack_bn="train")),
-                ("toy", "*"): dict(method_kwargs=dict(steps=10)),
-            },
-        ),
-        Recipe(
-            key="fgsm_at",
-            summary="FGSM adversarial training: one eps-sized signed step from x (can mask gradients)",
-            paper="Goodfellow et al. 2015, arXiv:1412.6572",
-            make=AdversarialTraining,
-            overrides={
-                ("mnist", "*"): dict(method_kwargs=dict(steps=1, step_size=0.3, random_start=False)),
-                ("mnist", "lab"): shortened("mnist", {}, 10),
-                ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=8 / 255,
-                                                            random_start=False)),
-                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(
-                    steps=1, step_size=8 / 255, random_start=False, attack_bn="train")),
-                # Lab = full: the fast-AT setting already fits the budget (15 epochs).
-                ("cifar", "lab"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(
-                    steps=1, step_size=8 / 255, random_start=False, attack_bn="train")),
-                ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.05, random_start=False)),
-            },
-        ),
-        Recipe(
-            key="fgsm_rs",
-            summary="FGSM with random start, step 1.25 eps, projected ('fast is better than free')",
-            paper="Wong, Rice & Kolter 2020, arXiv:2001.03994",
-            make=AdversarialTraining,
-            overrides={
-                ("mnist", "quick"): dict(method_kwargs=dict(steps=1, step_size=0.375)),
-                # Wong et al. MNIST (train_mnist.py): alpha 0.375, 10 epochs, batch 100, Adam with
-                # a cyclic lr peaking at 5e-3 after 2/5 of training, raw [0, 1] inputs.
-                ("mnist", "full"): _FGSM_RS_MNIST_FULL,
-                ("mnist", "lab"): _FGSM_RS_MNIST_FULL,  # 10 epochs already: lab = full
-                ("cifar", "quick"): dict(method_kwargs=dict(steps=1, step_size=10 / 255)),
-                ("cifar", "full"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(steps=1, step_size=10 / 255,
-                                                                             attack_bn="train")),
-                # Lab = full: Wong et al.'s own setting is the lab budget (15 epochs).
-                ("cifar", "lab"): dict(**_FAST_AT_CIFAR, method_kwargs=dict(steps=1, step_size=10 / 255,
-                                                                            attack_bn="train")),
-                ("toy", "*"): dict(method_kwargs=dict(steps=1, step_size=0.0625)),
-            },
-        ),
-]
-
-# Registry order: the baselines, then the seed methods in the order of the course.
-RECIPES: dict[str, Recipe] = {
-    recipe.key: recipe
-    for recipe in [*_BASELINES, *trades.RECIPES, *gce.RECIPES, *drp.RECIPES, *clustr.RECIPES, *adr.RECIPES,
-                   *singlestep.RECIPES]
-}
+RECIPES: dict[str, Recipe] = {recipe.key: recipe for folder in METHOD_FOLDERS for recipe in folder.RECIPES}
 
 
 def get(key: str) -> Recipe:

@@ -13,7 +13,6 @@ ipywidgets around such figures and fall back to static figures outside a kernel.
 | ``separation`` | ``separation_metrics``, ``margins``, ``plot_separation`` |
 | ``divergence`` | ``layerwise_divergence``, ``plot_layer_divergence`` (ADR's motivation) |
 | ``landscape`` | ``plot_loss_along_fgsm``, ``plot_loss_landscape``, ``plot_gradient_norms`` |
-| ``complement`` | ``plot_complement_entropy`` (GCE) |
 | ``training_plots`` | ``plot_training_curves`` |
 | ``images`` | ``plot_image_grid`` (clean and adversarial inputs with labels or predictions) |
 | ``plots`` | ``plot_accuracy_vs_eps``, ``plot_feature_pca``, ``plot_ladder``, ``plot_certified_accuracy``, |
@@ -29,7 +28,6 @@ Example:
     >>> plot_embedding(feats, method="umap").savefig("umap.png")  # doctest: +SKIP
 """
 
-from .complement import complement_statistics, plot_complement_entropy
 from .divergence import default_layers, layerwise_divergence, plot_layer_divergence
 from .embedding_plots import feature_centres, plot_embedding, plot_feature_space
 from .explorers import ExplorerData, FeatureExplorer, PrototypeExplorer, explorer, precompute, prototype_explorer
@@ -53,10 +51,9 @@ from .training_plots import plot_training_curves
 __all__ = [
     "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "PointDetails", "Projection",
     "LinkedExplorer", "PrototypeExplorer", "describe_point", "linked_explorer", "plot_point", "point_details",
-    "clear_projection_cache", "complement_statistics", "default_layers", "explorer", "extract", "feature_centres",
+    "clear_projection_cache", "default_layers", "explorer", "extract", "feature_centres",
     "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
-    "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_complement_entropy",
-    "plot_tradeoff",
+    "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_tradeoff",
     "plot_image_grid",
     "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",
     "plot_gradient_norms", "plot_loss_along_fgsm", "plot_loss_landscape", "plot_prototype_geometry", "plot_separation",

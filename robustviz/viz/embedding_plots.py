@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from torch import nn
 
+from ..geometry import centre_rule
 from .extraction import Features
 from .projection import Projection, project
 
@@ -283,19 +284,16 @@ def label_sphere_map(ax: Axes) -> None:
 
 
 def feature_centres(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(centres [P, d], centre_labels [P], normalised)`` of a prototype or cluster head.
+    """``(centres [P, d], centre_labels [P], normalised)`` of a model whose head has a centre rule.
 
-    ``normalised`` is True for prototype heads (the rule compares ``z / ||z||`` with the
-    prototypes). Raises ``ValueError`` for a model without prototypes or centres.
+    ``normalised`` is True when the rule compares ``z / ||z||`` with the centres (prototypes).
+    Raises ``ValueError`` for a model without one (``robustviz.geometry.centre_rule``).
     """
-    head = getattr(model, "head", None)
-    if hasattr(head, "prototypes"):
-        prototypes = head.prototypes.detach().cpu()
-        return prototypes, torch.arange(prototypes.shape[0]), True
-    if hasattr(head, "centres") and hasattr(head, "centre_labels"):
-        return head.centres.detach().cpu(), head.centre_labels.detach().cpu(), False
-    raise ValueError("the model's head has neither 'prototypes' (DRP) nor 'centres' (ClusTR); "
-                     "pass centres= and centre_labels= to draw your own")
+    rule = centre_rule(model)
+    if rule is None:
+        raise ValueError("the model's head has no centre rule (prototypes or cluster centres); "
+                         "pass centres= and centre_labels= to draw your own")
+    return rule.centres.cpu(), rule.labels.cpu(), rule.space == "unit features"
 
 
 def as_plotted(values, normalise: bool) -> np.ndarray | None:

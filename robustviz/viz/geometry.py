@@ -7,7 +7,7 @@ pairwise angles as a heatmap, the smallest and mean angle against that optimum, 
 prototypes' norms (equal norms are what make ``argmax <z, p_c>`` a nearest-prototype rule).
 
 Example:
-    >>> from robustviz.methods.prototypes import make_prototypes
+    >>> from robustviz.methods.drp.head import make_prototypes
     >>> fig = plot_prototype_geometry(make_prototypes("simplex", 4, 3))
     >>> [ax.get_title() for ax in fig.axes[:3]]
     ['pairwise angles (degrees)', 'angles vs optimum', 'norms']
@@ -23,7 +23,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..methods.prototypes import pairwise_cosines, simplex_bound
+from ..geometry import pairwise_cosines, simplex_bound
 
 
 def prototype_angles(prototypes: torch.Tensor) -> dict:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..evaluate.certificate import model_centres
+from ..geometry import squared_distances
 from .extraction import Features
 
 METRIC_NAMES = ("intra/inter ratio", "Fisher criterion", "silhouette", "mean margin")
@@ -50,7 +51,7 @@ def margins(z: torch.Tensor, y: torch.Tensor, centres: torch.Tensor, centre_labe
     """
     z, centres = z.double(), centres.double().to(z.device)
     centre_labels = centre_labels.to(z.device)
-    d2 = (z[:, None, :] - centres[None]).pow(2).sum(-1)  # [N, P]
+    d2 = squared_distances(z, centres)  # [N, P]
     own = centre_labels[None, :] == y[:, None]  # [N, P]
     if not own.any(dim=1).all():
         raise ValueError("some labels have no centre of their class")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import unknown_name_error
+from ..._checks import unknown_name_error
 
 DRP_LOSSES = ("inf", "cos")
 DECISION_NORM = {"inf": float("inf"), "cos": 2.0}

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_labels
-from .._precision import at_least_float32
+from ..._checks import check_labels
+from ..._precision import at_least_float32
 
 DEFAULT_ALPHA = 1 / 3  # the official MNIST value (0.333), spec §2.7
 REDUCTIONS = ("mean", "sum", "none")

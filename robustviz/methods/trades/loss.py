@@ -21,35 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
-
-
-def _check_logits(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> None:
-    if clean_logits.dim() != 2 or clean_logits.shape != adv_logits.shape:
-        raise ValueError(
-            "expected clean and adversarial logits of the same shape [B, K], got "
-            f"{tuple(clean_logits.shape)} and {tuple(adv_logits.shape)}"
-        )
-
-
-def kl_per_sample(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
-    """``KL(p || q)`` per sample in nats, with ``p = softmax(clean_logits)`` and
-    ``q = softmax(adv_logits)``.
-
-    Args:
-        clean_logits: ``[B, K]`` scores of the clean inputs (the reference distribution).
-        adv_logits: ``[B, K]`` scores of the perturbed inputs.
-
-    Returns:
-        ``[B]``, each ``>= 0`` and ``0`` exactly when the two rows give the same softmax.
-        Computed from log-softmaxes (stable for large logits) in at least float32 (float64
-        inputs stay float64). Gradients flow
-        to both arguments; detach ``clean_logits`` for a fixed reference.
-    """
-    _check_logits(clean_logits, adv_logits)
-    log_p = F.log_softmax(at_least_float32(clean_logits), dim=1)
-    log_q = F.log_softmax(at_least_float32(adv_logits), dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+from ..._precision import at_least_float32
+from ...geometry import kl_per_sample
 
 
 def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
+from ..._precision import at_least_float32
 
 __all__ = [
     "SATR1Loss", "SATR2Loss", "SATR3Loss", "check_r3_settings", "logit_sqdist", "r3_hinge",

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attacks.core import eval_mode
+from ...attacks.core import eval_mode
 
 
 @dataclass

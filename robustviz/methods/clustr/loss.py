@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
+from ..._precision import at_least_float32
+from ...geometry import squared_distances
 
 CONSISTENCY_KINDS = ("ce", "kl", "mse")
 
@@ -67,15 +68,6 @@ def cluster_sizes(cluster: torch.Tensor, num_clusters: int) -> torch.Tensor:
     (its output length depends on the largest id, which a GPU would have to report first)."""
     return torch.zeros(num_clusters, dtype=torch.int64, device=cluster.device).index_add_(
         0, cluster, torch.ones_like(cluster))
-
-
-def squared_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """``||z_n - centre_m||^2`` for every pair, ``[N, M]``.
-
-    Computed from the differences (not the ``|a|^2 - 2ab + |b|^2`` expansion) so that small
-    distances between large post-ReLU vectors keep their precision and are never negative.
-    """
-    return (z[:, None, :] - centres[None, :, :]).pow(2).sum(-1)
 
 
 def magnet_loss(

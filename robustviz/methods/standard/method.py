@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
-from ..attacks import pgd
-from ..attacks.core import crafting_batchnorm
-from .base import FIRST_STEP, Batch, Method, Step, StepOutput, ramp_factor
+from ..._precision import at_least_float32
+from ...attacks import pgd
+from ...attacks.core import crafting_batchnorm
+from ..base import FIRST_STEP, Batch, Method, Step, StepOutput, ramp_factor
 
 
 class CrossEntropy(Method):

@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import unknown_name_error
+from ..._checks import unknown_name_error
+from ...geometry import CentreRule, pairwise_cosines, simplex_bound
 
 PROTOTYPE_KINDS = ("simplex", "sphere", "cube", "faithful")
 CUBE_VARIANTS = ("auto", "simplex", "orthogonal")
@@ -338,24 +339,6 @@ def _separation_gradient(prototypes: torch.Tensor, objective: str, weight: float
 # ---- geometry --------------------------------------------------------------------------------
 
 
-def simplex_bound(num_classes: int) -> float:
-    """``-1/(K-1)``: the smallest possible maximum pairwise cosine of K vectors (Rankin, spec P3).
-
-    Proof: ``0 <= ||sum_i p_i||^2 = K + sum_{i != j} cos_ij`` for unit vectors, so the mean
-    (hence the maximum) off-diagonal cosine is at least ``-K / (K (K-1))``.
-    """
-    if num_classes < 2:
-        raise ValueError(f"need at least 2 classes, got {num_classes}")
-    return -1.0 / (num_classes - 1)
-
-
-def pairwise_cosines(prototypes: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of every pair of prototypes ``[K, K]`` (diagonal 1; zero rows give 0)."""
-    _check_matrix(prototypes)
-    unit = F.normalize(prototypes, dim=1, eps=NORM_FLOOR)
-    return unit @ unit.T
-
-
 def max_cosine(prototypes: torch.Tensor) -> float:
     """The largest off-diagonal cosine: how close the two most similar prototypes are."""
     cosines = pairwise_cosines(prototypes)
@@ -485,6 +468,20 @@ class PrototypeHead(nn.Module):
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """The prototypes of the labels ``y [B]``, i.e. the regression targets ``[B, d]``."""
         return self.prototypes[y]
+
+    def centre_rule(self) -> CentreRule:
+        """The rule as the nearest unit prototype to ``z / ||z||_2`` (``robustviz.geometry``).
+
+        Exact for prototypes of equal norms; for unequal norms (``faithful``) ``argmax <z, p_c>``
+        is not a nearest-centre rule, and the rule says so (``exact=False``).
+        """
+        prototypes = self.prototypes.detach()
+        norms = prototypes.norm(dim=1)
+        equal = float((norms.max() - norms.min()) / norms.max().clamp_min(1e-12)) <= 1e-3
+        reason = "" if equal else ("the prototypes have unequal norms (e.g. DRP 'faithful'), so argmax <z, p_c> is "
+                                   "not a nearest-centre rule")
+        labels = torch.arange(prototypes.shape[0], device=prototypes.device)
+        return CentreRule(prototypes / norms[:, None], labels, "unit features", exact=equal, reason=reason)
 
     def extra_repr(self) -> str:
         return f"classes={self.num_classes}, dim={self.dim}, q={self.q:g}"

@@ -22,12 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
-from ..losses.adr import DEFAULT_SCALE, ADRRegularizer
-from ..losses.trades import kl_per_sample, trades_loss
-from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput, shortened
-from .standard import AdversarialTraining
-from .trades import TRADES
+from ..._precision import at_least_float32
+from ...geometry import kl_per_sample
+from ..base import FIRST_STEP, Batch, Method, Step, StepOutput
+from ..standard.method import AdversarialTraining
+from ..trades.loss import trades_loss
+from ..trades.method import TRADES
+from .loss import DEFAULT_SCALE, ADRRegularizer
 
 BASES = ("pgd_at", "trades")
 # (alpha, beta) per base: clean-CE weight and weight of the robust term.
@@ -185,61 +186,3 @@ class ADR(Method):
             "vat_kl": kl_per_sample(clean_logits, adv_logits).mean(),
             "z_norm": z_adv.float().flatten(1).norm(dim=1).mean(),
         }
-
-
-_MNIST_FULL = dict(model="smallcnn", method_kwargs=dict(steps=40, step_size=0.01, alpha=1.0, beta=1.0,
-                                                       attack_bn="eval"))
-
-RECIPES: list[Recipe] = [
-    Recipe(
-        key="adr",
-        summary="ADR: PGD-AT + local/global feature compactness + entropy/VAT (clustering assumption)",
-        paper="Bui et al. 2020 (ECCV), arXiv:2007.05123",
-        make=ADR,
-        overrides={
-            # CPU-sized, like pgd_at's quick MNIST: 5 steps of 0.1, eps ramped over 30%, 5 epochs,
-            # and detach_clean=False [robustviz choice]. With the method's detached clean target
-            # the BatchNorm-free smallcnn's features blew up (mean ||z|| 1.5e3 after 120 steps
-            # from L_lc alone, 2e3 with every term; 20 without the regularisers) and robust
-            # accuracy fell below PGD-AT's, with Adam or SGD (lr 0.02: 94 and rising); SGD lr
-            # 0.05 collapsed every z to one point. Letting L_lc/L_gc move the clean features too
-            # kept ||z|| ~ 20 (120 steps: 91 % clean / 44 % PGD-10 on 200 held-out images vs
-            # 88 % / 29 % for the same run without the regularisers).
-            # Base weights 0.5/0.5 (the TF code's), like the CIFAR full profile.
-            ("mnist", "quick"): dict(epochs=5, method_kwargs=dict(steps=5, step_size=0.1, eps_ramp=0.3,
-                                                                detach_clean=False)),
-            # Spec 3.2 (the authors' PyTorch MNIST setting): SmallCNN, batch 128, SGD lr 0.01
-            # m 0.9, lr x0.1/0.01/0.001 at epochs 55/75/90, 100 epochs (= BASE_CONFIGS), raw
-            # [0, 1] inputs, 40 PGD steps of 0.01 at eps 0.3 crafted in eval mode, and the port's
-            # base weights 1/1.
-            ("mnist", "full"): _MNIST_FULL,
-            ("mnist", "lab"): shortened("mnist", _MNIST_FULL, 10),
-            # Same smallcnn, same reasoning as MNIST quick (not measured on CIFAR-10).
-            ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255, detach_clean=False)),
-            # Spec 3.1, the TF code ("TF-faithful"): SGD m 0.9, wd 2e-4, batch 128, PGD-10 of
-            # 2/255 at exactly 8/255, 90k steps with lr 0.1 -> 0.01 at 40k -> 0.001 at 60k.
-            # On the 49k images left after the 1k held-out batch (383 steps/epoch) that is
-            # 235 epochs with drops after epochs 104 and 157. WRN-34-10: its 640-d z has the
-            # size and position of the TF "wideresnet" z. Base weights 0.5/0.5 and BatchNorm in
-            # train mode while crafting, as the TF code. Deviations: the TF code decays only
-            # conv kernels and the FC weight, pads 2 px (not 4) for the crop, standardises each
-            # image inside the model (robustviz: the dataset's mean/std, input_norm="dataset")
-            # and lets the crafting passes move BatchNorm's running statistics.
-            ("cifar", "full"): dict(model="wrn34_10", epochs=235, batch_size=128, optimizer="sgd",
-                                    lr=0.1, momentum=0.9, weight_decay=2e-4, schedule="multistep",
-                                    milestones=(104, 157), augment="crop_flip",
-                                    method_kwargs=dict(steps=10, step_size=2 / 255, alpha=0.5, beta=0.5,
-                                                       attack_bn="train")),
-            # Lab: PreAct ResNet-18 on the fast-AT base (normalised inputs, SGD wd 5e-4, cyclic lr
-            # peaking at 0.2) instead of WRN-34-10 (12x the FLOPs) with step decay over 235
-            # epochs; PGD-5 of 4/255 (2.5 eps / 5) instead of PGD-10 of 2/255; 6 epochs: the budget
-            # of about 10 T4 minutes. The TF code's base weights 0.5/0.5 and train-mode BatchNorm
-            # while crafting, as the full profile; the regularisers unchanged (detached target).
-            ("cifar", "lab"): dict(epochs=6, method_kwargs=dict(steps=5, step_size=4 / 255, alpha=0.5, beta=0.5,
-                                                              attack_bn="train")),
-            # mlp with a 2-d linear embedding: the same blow-up with the detached target (moons,
-            # Adam 1e-2: ||z|| 8.5e3 after 60 epochs).
-            ("toy", "*"): dict(method_kwargs=dict(steps=10, detach_clean=False)),
-        },
-    ),
-]

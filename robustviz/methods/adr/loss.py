@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
+from ..._precision import at_least_float32
+from ...geometry import check_logit_pair
 
 DEFAULT_SCALE = 0.99
 
@@ -40,14 +41,6 @@ def _flat_pair(z_clean: torch.Tensor, z_adv: torch.Tensor) -> tuple[torch.Tensor
             f"{tuple(z_clean.shape)} and {tuple(z_adv.shape)}"
         )
     return at_least_float32(z_clean.flatten(1)), at_least_float32(z_adv.flatten(1))
-
-
-def _check_logits(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> None:
-    if clean_logits.dim() != 2 or clean_logits.shape != adv_logits.shape:
-        raise ValueError(
-            "expected clean and adversarial logits of the same shape [b, K], got "
-            f"{tuple(clean_logits.shape)} and {tuple(adv_logits.shape)}"
-        )
 
 
 def _check_labels(y: torch.Tensor, batch: int) -> None:
@@ -163,13 +156,13 @@ def vat_consistency(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> tor
     clean side frozen, and its *value* never falls below the mean clean entropy (pitfall 14).
     No gradient reaches ``clean_logits``; w.r.t. ``adv_logits`` it is ``(q - p) / b``.
     """
-    _check_logits(clean_logits, adv_logits)
+    check_logit_pair(clean_logits, adv_logits)
     return soft_cross_entropy(clean_logits, adv_logits).mean()
 
 
 def pairwise_soft_cross_entropy(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
     """``C[i, j] = CE(sg p(x_j), logits(x_adv_i))``: ``[b, K], [b, K] -> [b, b]``."""
-    _check_logits(clean_logits, adv_logits)
+    check_logit_pair(clean_logits, adv_logits)
     target = F.softmax(clean_logits.detach().float(), dim=1)  # p(x_j): [b, K]
     log_q = F.log_softmax(adv_logits.float(), dim=1)  # log p(x_adv_i): [b, K]
     # A broadcast [b, b, K] product rather than a matmul, which autocast would run in bf16.

@@ -1,6 +1,6 @@
 """GCE's picture: how flat is the wrong-class distribution?
 
-Guided Complement Entropy (``robustviz.losses.gce``) trains the *complement* distribution
+Guided Complement Entropy (``robustviz.methods.gce.loss``) trains the *complement* distribution
 ``q_j = p_j / (1 - p_g)`` (the probabilities of the wrong classes, renormalised) to be flat.
 The normalised complement entropy ``H(q) / log(K - 1)`` is 1 for a perfectly flat complement
 and 0 when one wrong class takes all of it. Histograms over a test set show the difference
@@ -20,8 +20,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ..attacks.core import eval_mode
-from ..losses.gce import normalized_complement_entropy
+from ...attacks.core import eval_mode
+from .loss import normalized_complement_entropy
 
 
 @torch.no_grad()

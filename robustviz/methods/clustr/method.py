@@ -18,15 +18,14 @@ method as a feature-geometry and gradient-masking case study, not as a defence.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._precision import at_least_float32
-from ..attacks.core import (
+from ..._precision import at_least_float32
+from ...attacks.core import (
     crafting_batchnorm,
     eval_mode,
     input_gradient,
@@ -35,194 +34,23 @@ from ..attacks.core import (
     random_start,
     signed_step,
 )
-from ..data import BatchIterator, Split, crop_flip, crop_flip_draws
-from ..losses.magnet import (
+from ...data import BatchIterator, Split, crop_flip, crop_flip_draws
+from ..base import FIRST_STEP, Batch, Method, Step, StepOutput
+from .head import ClusterHead
+from .loss import (
     CONSISTENCY_KINDS,
     MagnetTerms,
     embedding_consistency,
     magnet_loss,
     qtrades_consistency,
 )
-from .base import FIRST_STEP, Batch, Method, Recipe, Step, StepOutput
-from .cluster_index import (
+from .sampler import (
     ClusterIndex,
     build_cluster_index,
     embed,
     nearest_same_class_centre,
     neighbourhood_batch,
 )
-
-# ---- the decision rule ---------------------------------------------------------------------
-
-
-class ClusterHead(nn.Module):
-    """ClusTR's soft top-L nearest-cluster classifier (§2.5), returning log-domain class scores.
-
-    Buffers (saved with the model): ``centres [C*K, d]``, ``centre_labels [C*K]`` and the
-    global ``variance`` sigma^2 (scalar, squared feature units).
-
-    With ``log k_j(z) = -||z - mu_j||^2 / (2 sigma^2)`` and ``T(z)`` the ``top_l`` centres of
-    largest ``k_j`` (the L nearest):
-
-    * ``forward(z)`` = ``log S_c(z) = logsumexp_{j in T(z), class(j)=c} log k_j(z)``, i.e. the
-      log of the paper's class score ``S_c``, computed without ever exponentiating (no
-      underflow, pitfall 14). Softmax of it is the paper's L1-normalised distribution.
-      A class with no centre in ``T(z)`` has ``S_c = 0``; it gets the finite score
-      ``min_{j in T(z)} log k_j(z) - absent_gap`` [robustviz choice]: below every present
-      class (each present class has a centre scoring at least the L-th value), so argmax is
-      the paper's, and never ``-inf``/NaN.
-    * ``class_scores(z)``: the paper's raw ``S_c`` in ``[0, K]`` (may underflow to 0; warns).
-    * ``paper_scores(z)``: ``S_c / sum_c S_c``, what the official evaluation attacks.
-    * ``nearest_class(z)``: the hard nearest-centre rule, which the certificate covers (§2.6).
-
-    Args:
-        feat_dim: d. num_classes: C. clusters_per_class: K.
-        top_l: L, the number of nearest centres that vote (README evaluation: 20; values
-            ``>= C*K`` use all centres).
-        absent_gap: nats below the L-th nearest centre's log-kernel given to absent classes.
-    """
-
-    def __init__(self, feat_dim: int, num_classes: int, clusters_per_class: int = 2, top_l: int = 20,
-                 absent_gap: float = 50.0) -> None:
-        super().__init__()
-        if top_l < 1:
-            raise ValueError(f"top_l must be >= 1, got {top_l}")
-        if not absent_gap > 0:
-            raise ValueError(f"absent_gap must be > 0, got {absent_gap}")
-        self.num_classes, self.clusters_per_class = num_classes, clusters_per_class
-        self.top_l, self.absent_gap = top_l, absent_gap
-        total = num_classes * clusters_per_class
-        self.register_buffer("centres", torch.zeros(total, feat_dim))
-        self.register_buffer("centre_labels", torch.arange(num_classes).repeat_interleave(clusters_per_class))
-        self.register_buffer("variance", torch.tensor(1.0))
-
-    @torch.no_grad()
-    def set_clusters(self, centres: torch.Tensor, centre_labels: torch.Tensor, variance: float) -> None:
-        """Install new centres ``[C*K, d]``, their labels ``[C*K]`` and sigma^2 (> 0)."""
-        if centres.shape != self.centres.shape or centre_labels.shape != self.centre_labels.shape:
-            raise ValueError(
-                f"expected centres {tuple(self.centres.shape)} and labels {tuple(self.centre_labels.shape)}, "
-                f"got {tuple(centres.shape)} and {tuple(centre_labels.shape)}"
-            )
-        if not float(variance) > 0:
-            raise ValueError(f"variance must be > 0, got {float(variance)}")
-        self.centres.copy_(centres)
-        self.centre_labels.copy_(centre_labels)
-        self.variance.fill_(float(variance))
-
-    def log_kernel(self, z: torch.Tensor) -> torch.Tensor:
-        """``-||z - mu_j||^2 / (2 sigma^2)`` for every centre, ``[B, C*K]`` (float32 or float64)."""
-        if z.dim() != 2 or z.shape[1] != self.centres.shape[1]:
-            raise ValueError(f"expected features [B, {self.centres.shape[1]}], got {tuple(z.shape)}")
-        z = at_least_float32(z)
-        centres = self.centres.to(z.dtype)
-        return -(z[:, None, :] - centres[None]).pow(2).sum(-1) / (2 * self.variance.to(z.dtype))
-
-    def _top_l(self, z: torch.Tensor, top_l: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-class logsumexp over the selected centres ``[B, C]``, which classes are present
-        ``[B, C]``, and the smallest selected log-kernel ``[B]``."""
-        log_k = self.log_kernel(z)
-        count = min(top_l or log_k.shape[1], log_k.shape[1])
-        values, which = log_k.topk(count, dim=1)  # sorted, largest first
-        classes = torch.arange(self.num_classes, device=z.device)
-        member = self.centre_labels[which][:, :, None] == classes  # [B, L, C]
-        present = member.any(dim=1)
-        masked = torch.where(member, values[:, :, None], float("-inf"))
-        # Absent columns would be all -inf (NaN gradients); fill them with zeros first.
-        masked = torch.where(present[:, None, :], masked, torch.zeros_like(masked))
-        return torch.logsumexp(masked, dim=1), present, values[:, -1]
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Log-domain class scores ``[B, C]`` (finite, higher = more likely)."""
-        class_log, present, lowest = self._top_l(z, self.top_l)
-        return torch.where(present, class_log, (lowest - self.absent_gap)[:, None])
-
-    def class_scores(self, z: torch.Tensor, all_centres: bool = False) -> torch.Tensor:
-        """The paper's raw class scores ``S_c = sum_{j in T(z), class c} k_j(z)`` ``[B, C]``.
-
-        Args:
-            all_centres: every centre votes (the official ``--not-normalize`` flag).
-        Warns (``RuntimeWarning``) when every score of a row underflows to 0 (pitfall 8).
-        """
-        class_log, present, _ = self._top_l(z, None if all_centres else self.top_l)
-        scores = torch.where(present, class_log.exp(), torch.zeros_like(class_log))
-        underflow = int((scores.sum(1) == 0).sum())
-        if underflow:
-            warnings.warn(
-                f"{underflow} of {scores.shape[0]} inputs have every exp-domain ClusTR score equal to 0 "
-                "(they lie far from all centres); their argmax falls back to class 0 and their gradient "
-                "vanishes. Use the log-domain scores (forward) for attacks.",
-                RuntimeWarning, stacklevel=2,
-            )
-        return scores
-
-    def paper_scores(self, z: torch.Tensor, all_centres: bool = False) -> torch.Tensor:
-        """L1-normalised ``S_c / sum_c S_c`` ``[B, C]``, as the official code reports and attacks.
-
-        Rows whose scores all underflow stay all-zero (argmax: class 0), as in the official
-        code; ``class_scores`` warns about them.
-        """
-        scores = self.class_scores(z, all_centres)
-        return scores / scores.sum(1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
-
-    def nearest_class(self, z: torch.Tensor) -> torch.Tensor:
-        """The hard nearest-centre prediction ``class(argmin_j ||z - mu_j||)`` ``[B]``."""
-        return self.centre_labels[self.log_kernel(z).argmax(dim=1)]
-
-    def extra_repr(self) -> str:
-        return (f"classes={self.num_classes}, clusters_per_class={self.clusters_per_class}, "
-                f"top_l={self.top_l}, absent_gap={self.absent_gap}")
-
-
-class PaperScores(nn.Module):
-    """A view of a ClusTR model whose ``forward`` gives the paper's normalised scores.
-
-    ``PaperScores(model)(x) = model.head.paper_scores(model.features(x))``. Attacking it with
-    PGD-CE reproduces the official evaluation (§4.1), i.e. a demonstration of gradient
-    masking; compare with attacks on ``model`` itself (log-domain scores).
-    """
-
-    def __init__(self, model: nn.Module, all_centres: bool = False) -> None:
-        super().__init__()
-        if not isinstance(getattr(model, "head", None), ClusterHead):
-            raise ValueError("PaperScores needs a model whose head is a ClusterHead (train it with ClusTR)")
-        self.model, self.all_centres = model, all_centres
-        self.num_classes = model.head.num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.head.paper_scores(self.model.features(x), self.all_centres)
-
-
-def score_gradient_norms(head: ClusterHead, widths, label: int = 0, seed: int = 0) -> dict[str, list[float]]:
-    """Why the paper's evaluation stalls: the attack gradient far from the centres (pitfall 8).
-
-    A feature vector is moved from the first centre of class ``label`` along a random unit
-    direction to squared distance ``d^2 = 2 sigma^2 w`` for each ``w`` in ``widths`` (the
-    distance "in cluster widths", the exponent of the kernel). At each point, the norm of the
-    gradient of cross-entropy with respect to the features is measured for the paper's
-    normalised exp-domain scores and for robustviz's log-domain scores. Past ``w ~ 87`` every
-    float32 kernel underflows to 0 and the exp-domain gradient is exactly 0.
-
-    Returns:
-        ``{"paper scores (exp domain)": [norm per width], "log-domain scores": [...]}``.
-
-    Example:
-        >>> norms = score_gradient_norms(model.head, [1, 32, 100])  # doctest: +SKIP
-    """
-    centre = head.centres[head.centre_labels == label][0]
-    generator = torch.Generator().manual_seed(seed)
-    direction = nn.functional.normalize(torch.randn(centre.shape, generator=generator), dim=0).to(centre)
-    target = torch.tensor([label], device=centre.device)
-    norms: dict[str, list[float]] = {"paper scores (exp domain)": [], "log-domain scores": []}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # the underflow is what is being shown
-        for width in widths:
-            z = (centre + direction * (2 * head.variance * float(width)).sqrt())[None].requires_grad_()
-            for name, scores in zip(norms, (head.paper_scores(z), head(z))):
-                loss = nn.functional.cross_entropy(scores, target)
-                norms[name].append(float(torch.autograd.grad(loss, z)[0].norm()))
-    return norms
-
 
 # ---- training --------------------------------------------------------------------------------
 
@@ -563,89 +391,3 @@ class ClusTRQTrades(ClusTR):
             "the epoch trained plain ClusTR. The adversarial features lie far from every cluster centre; a "
             "smaller eps or step, or consistency='kl' (log domain), keeps the term active."
         )}
-
-
-# ---- recipes -------------------------------------------------------------------------------
-
-# The official CIFAR-10 setting (§3): ResNet-18's 512-d post-ReLU pooled features, Adam 1e-4
-# without weight decay, constant lr (the official milestones [30, 60] never fire), batches of
-# M * D = 12 * 20 = 240, K = 2, alpha = 12.5, L = 20, k-means 1 init / 20 iterations.
-# Inputs normalised with the per-channel mean/std, as the official code.
-_CLUSTR_CIFAR = dict(clusters_per_class=2, clusters_per_batch=12, examples_per_cluster=20, alpha=12.5,
-                     top_l=20, kmeans_n_init=1, kmeans_max_iter=20)
-_FULL_CIFAR = dict(model="resnet18", feat_dim=None, batch_size=240, optimizer="adam", lr=1e-4,
-                   weight_decay=0.0, schedule="constant", milestones=(), augment="crop_flip", input_norm="dataset")
-# The paper's pre-trained ResNet-18 is not available: the full profiles warm-start with
-# cross-entropy for this many epochs before the paper's 30 (ClusTR) or 25 (QTRADES) Magnet
-# epochs [inferred: the length of the paper's pre-training is unknown].
-_PRETRAIN_CIFAR = 15
-
-# Quick profile (CPU minutes): smallcnn's natural 200-d post-ReLU features (like the paper's
-# post-ReLU embedding), K = 2, M * D = 8 * 16 = 128 per batch, Adam 1e-3 at a constant lr, from
-# scratch: measured on mnist-mini (7,500 training images, 4 epochs, seed 0) the Magnet loss
-# alone reaches 99.3% clean test accuracy, so no cross-entropy warm-up stands in for the
-# paper's pre-trained init. L = 20 = C*K: every centre votes, as in the README evaluation.
-_QUICK = dict(feat_dim=None, epochs=4, batch_size=8 * 16, optimizer="adam", lr=1e-3, schedule="constant",
-              milestones=(), method_kwargs=dict(clusters_per_class=2, clusters_per_batch=8,
-                                                examples_per_cluster=16, top_l=20))
-# MNIST full [inferred; the paper has no MNIST experiment]: the CIFAR-10 batch layout and
-# k-means settings, 2 epochs of cross-entropy warm start then 30 Magnet epochs at the quick
-# profile's lr, inputs normalised as in the official (CIFAR) code.
-_FULL_MNIST = dict(model="smallcnn", feat_dim=None, epochs=32, batch_size=240, optimizer="adam", lr=1e-3,
-                   weight_decay=0.0, schedule="constant", milestones=(), input_norm="dataset",
-                   method_kwargs=dict(_CLUSTR_CIFAR, pretrain_epochs=2))
-# 2-D toys: the mlp's linear 2-d embedding (plottable directly). M is capped by the number of
-# non-empty other-class clusters plus one (moons: 3, blobs: 5).
-# Lab [robustviz choice; not measured]: the full profiles' network, batch layout and k-means
-# settings, shorter. CIFAR-10: 8 epochs of cross-entropy warm start + 12 Magnet epochs (ClusTR)
-# or 6 + 8 (QTRADES, whose steps cost about twice as much) instead of 15 + 30 / 15 + 25, and
-# Adam at 1e-3 (the quick profile's from-scratch lr) instead of the paper's 1e-4, which
-# fine-tunes an already trained network. MNIST: the full profile for 2 + 10 epochs.
-_LAB_CIFAR = dict(_FULL_CIFAR, lr=1e-3)
-_LAB_MNIST = dict(_FULL_MNIST, epochs=12)
-_TOY = dict(batch_size=4 * 16, method_kwargs=dict(clusters_per_class=2, clusters_per_batch=4,
-                                                   examples_per_cluster=16, top_l=20))
-
-
-def _with_kwargs(config: dict, **method_kwargs) -> dict:
-    return {**config, "method_kwargs": {**config.get("method_kwargs", {}), **method_kwargs}}
-
-
-RECIPES: list[Recipe] = [
-    Recipe(
-        key="clustr",
-        summary="ClusTR: Magnet-loss clusters + soft nearest-cluster head (adversary-free; masks gradients)",
-        paper="Alfarra et al. 2020, arXiv:2006.07682",
-        make=ClusTR,
-        overrides={
-            ("mnist", "quick"): _QUICK,
-            ("mnist", "full"): _FULL_MNIST,
-            ("cifar", "quick"): _QUICK,
-            ("cifar", "full"): dict(**_FULL_CIFAR, epochs=_PRETRAIN_CIFAR + 30,
-                                    method_kwargs=dict(_CLUSTR_CIFAR, pretrain_epochs=_PRETRAIN_CIFAR)),
-            ("mnist", "lab"): _LAB_MNIST,
-            ("cifar", "lab"): dict(**_LAB_CIFAR, epochs=8 + 12, method_kwargs=dict(_CLUSTR_CIFAR, pretrain_epochs=8)),
-            ("toy", "*"): _TOY,
-        },
-    ),
-    Recipe(
-        key="clustr_qtrades",
-        summary="ClusTR+QTRADES: ClusTR plus a one-step (1.25 eps) clean/adversarial consistency term",
-        paper="Alfarra et al. 2020, arXiv:2006.07682 (official code, README 'ClusTR+QTRADES')",
-        make=ClusTRQTrades,
-        overrides={
-            # eps is the dataset's (MNIST 0.3, CIFAR 8/255, toys 0.05); the step is 1.25 eps; the
-            # attack is crafted with BatchNorm's batch statistics (official: train mode).
-            ("mnist", "quick"): _with_kwargs(_QUICK, lam=8.0, step_size=0.375),
-            ("mnist", "full"): _with_kwargs(_FULL_MNIST, lam=8.0, step_size=0.375),
-            ("mnist", "lab"): _with_kwargs(_LAB_MNIST, lam=8.0, step_size=0.375),
-            ("cifar", "quick"): _with_kwargs(_QUICK, lam=8.0, step_size=10 / 255),
-            # Final README: lambda 8, 25 epochs from the pre-trained network, eps 8/255, step 10/255.
-            ("cifar", "full"): dict(**_FULL_CIFAR, epochs=_PRETRAIN_CIFAR + 25, method_kwargs=dict(
-                **_CLUSTR_CIFAR, pretrain_epochs=_PRETRAIN_CIFAR, lam=8.0, step_size=10 / 255)),
-            ("cifar", "lab"): dict(**_LAB_CIFAR, epochs=6 + 8, method_kwargs=dict(
-                **_CLUSTR_CIFAR, pretrain_epochs=6, lam=8.0, step_size=10 / 255)),
-            ("toy", "*"): _with_kwargs(_TOY, lam=8.0, step_size=0.0625),
-        },
-    ),
-]

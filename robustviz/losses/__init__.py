@@ -1,1 +1,0 @@
-"""Training losses, one module per method: pure functions plus thin ``nn.Module`` wrappers."""

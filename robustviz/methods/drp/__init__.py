@@ -1,0 +1,12 @@
+"""Deep Repulsive Prototypes (Mustafa et al.): regress features onto fixed, well-separated class prototypes.
+
+The method, its formulas, settings and pitfalls: README.md in this folder.
+"""
+
+from .head import PrototypeHead, make_prototypes, prototype_geometry
+from .method import DRP
+from .recipes import RECIPES
+
+__all__ = [
+    "DRP", "PrototypeHead", "RECIPES", "make_prototypes", "prototype_geometry",
+]
