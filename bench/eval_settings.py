@@ -28,7 +28,7 @@ import torch
 ONE_RUN = r"""
 import json, sys, time
 import torch
-from robustviz import runs
+from robustviz.app import runs
 from robustviz.evaluate import evaluate_robustness
 
 def held_mb():

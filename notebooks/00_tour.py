@@ -60,10 +60,11 @@ N_TRAIN = None  # None: every training image (8,000 in mnist-mini); a number tra
 # %matplotlib inline
 import torch
 
-from robustviz import methods, models, runs, viz
+from robustviz import methods, models, viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
+from robustviz.app.doctor import doctor
 from robustviz.attacks import fgsm, pgd
-from robustviz.claims import expect
-from robustviz.doctor import doctor
 from robustviz.evaluate import accuracy
 from robustviz.evaluate.intervals import format_accuracy
 

@@ -58,9 +58,10 @@ EPS = 0.3  # the attack budget in [0, 1] pixel units (MNIST's conventional L-inf
 import numpy as np
 import torch
 
-from robustviz import runs, viz
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.attacks import fgsm, pgd
-from robustviz.claims import expect
 from robustviz.evaluate import evaluate_robustness, loss_along_fgsm, predict
 from robustviz.evaluate.intervals import format_accuracy
 from robustviz.viz.landscape import loss_landscape

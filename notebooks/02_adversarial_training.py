@@ -56,8 +56,9 @@ EPS = 0.3
 
 # %%
 # %matplotlib inline
-from robustviz import methods, runs, viz
-from robustviz.claims import expect
+from robustviz import methods, viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import evaluate_robustness, loss_along_fgsm
 from robustviz.evaluate.intervals import format_accuracy
 

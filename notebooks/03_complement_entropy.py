@@ -58,8 +58,9 @@ EPS = 0.3
 import torch
 from IPython.display import display
 
-from robustviz import runs, viz
-from robustviz.claims import expect
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import evaluate_robustness
 from robustviz.evaluate.intervals import format_accuracy, wilson_interval
 from robustviz.methods.gce import complement_statistics, plot_complement_entropy

@@ -58,8 +58,9 @@ EPS = 0.3
 # %matplotlib inline
 import torch
 
-from robustviz import runs, viz
-from robustviz.claims import expect
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import evaluate_robustness, ladder
 from robustviz.evaluate.intervals import format_accuracy
 from robustviz.methods.drp import make_prototypes

@@ -64,8 +64,9 @@ import warnings
 
 import torch
 
-from robustviz import runs, viz
-from robustviz.claims import expect
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import certified_accuracy, certified_radii, evaluate_robustness, ladder
 from robustviz.evaluate.intervals import format_accuracy
 from robustviz.methods.clustr import PaperScores, score_gradient_norms

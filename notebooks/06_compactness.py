@@ -57,9 +57,10 @@ EPS = 0.3
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from robustviz import runs, viz
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.attacks import pgd
-from robustviz.claims import expect
 from robustviz.evaluate import evaluate_robustness
 from robustviz.evaluate.intervals import format_accuracy, wilson_interval
 

@@ -56,8 +56,9 @@ EPS = 0.3
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from robustviz import methods, runs, viz
-from robustviz.claims import expect
+from robustviz import methods, viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import diagnose, diagnoses_table, evaluate_robustness, loss_along_fgsm
 from robustviz.evaluate.intervals import format_accuracy
 

@@ -60,9 +60,10 @@ METHODS = None  # None: a representative five in the quick profile, every recipe
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from robustviz import methods, runs, viz
-from robustviz.claims import expect
-from robustviz.compare import ladder_table
+from robustviz import methods, viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
+from robustviz.app.compare import ladder_table
 from robustviz.evaluate import LADDER_LEVELS, diagnose, diagnoses_table, ladder
 from robustviz.evaluate.intervals import format_accuracy
 

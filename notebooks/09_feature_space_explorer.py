@@ -62,8 +62,9 @@ ALWAYS = ["ce", "pgd_at", "fgsm_at"]  # trained if missing; every other finished
 import numpy as np
 from IPython.display import Markdown, display
 
-from robustviz import runs, viz
-from robustviz.claims import expect
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate.intervals import format_accuracy
 from robustviz.viz import precompute, separation_metrics
 

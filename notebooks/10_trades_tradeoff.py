@@ -54,8 +54,9 @@ BETAS = (0.1, 1.0, 6.0)  # 6 is the paper's (and the recipe's) default
 
 # %%
 # %matplotlib inline
-from robustviz import runs, viz
-from robustviz.claims import expect
+from robustviz import viz
+from robustviz.app import runs
+from robustviz.app.claims import expect
 from robustviz.evaluate import evaluate_robustness
 from robustviz.evaluate.intervals import format_accuracy, wilson_interval
 

@@ -1,7 +1,7 @@
-"""``python -m robustviz``: the command line (``robustviz.cli``), for when the script is not on PATH."""
+"""``python -m robustviz``: the command line (``robustviz.app.cli``), for when the script is not on PATH."""
 
 import sys
 
-from .cli import main
+from .app.cli import main
 
 sys.exit(main())

@@ -58,7 +58,7 @@ _SESSION_START = __import__("time").time()
 
 
 def pytest_terminal_summary(terminalreporter):
-    """After a run that executed notebooks: every notebook's claim checks (robustviz.claims)."""
+    """After a run that executed notebooks: every notebook's claim checks (robustviz.app.claims)."""
     import json
     from pathlib import Path
 

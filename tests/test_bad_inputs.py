@@ -130,7 +130,7 @@ def test_a_model_that_outputs_nan_is_counted_wrong_with_a_warning(mnist_batch):
 @pytest.fixture
 def short_compare(monkeypatch):
     """``compare`` with 3 training steps per recipe (instead of the quick profile's epochs)."""
-    from robustviz import compare as compare_module
+    from robustviz.app import compare as compare_module
 
     original = compare_module.train_model
 
@@ -143,7 +143,7 @@ def short_compare(monkeypatch):
 
 def test_a_run_on_a_training_subset_is_named_for_it_and_compare_never_reuses_it(tmp_path, monkeypatch, capsys,
                                                                                    short_compare):
-    from robustviz.cli import main
+    from robustviz.app.cli import main
 
     results = tmp_path / "results"
     monkeypatch.setenv("ROBUSTVIZ_RESULTS", str(results))
@@ -165,7 +165,7 @@ def test_a_run_on_a_training_subset_is_named_for_it_and_compare_never_reuses_it(
 
 
 def test_train_never_overwrites_a_run_unless_asked(tmp_path, capsys):
-    from robustviz.cli import main
+    from robustviz.app.cli import main
 
     out = tmp_path / "run"
     common = ["--dataset", "blobs", "--n-train", "200", "--epochs", "1", "--out", str(out), "--device", "cpu",
@@ -280,7 +280,7 @@ def test_api_mistakes_raise_a_sentence_that_says_what_to_do(case, cnn, mnist_bat
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_asking_for_a_missing_gpu_says_so(tmp_path):
-    from robustviz.runs import trained
+    from robustviz.app.runs import trained
 
     with pytest.raises(ValueError, match="no CUDA GPU"):
         _device("cuda")
@@ -349,7 +349,7 @@ def test_a_corrupt_image_is_skipped_with_a_warning_that_names_it(tmp_path):
 
 
 def test_every_flag_is_documented():
-    from robustviz.cli import build_parser
+    from robustviz.app.cli import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
@@ -362,10 +362,10 @@ def test_every_flag_is_documented():
 
 
 def test_one_results_folder_for_the_cli_the_api_and_doctor(tmp_path, monkeypatch, capsys):
-    from robustviz.cli import main
-    from robustviz.compare import run_dir
-    from robustviz.doctor import doctor
-    from robustviz.runs import default_results, run_path
+    from robustviz.app.cli import main
+    from robustviz.app.compare import run_dir
+    from robustviz.app.doctor import doctor
+    from robustviz.app.runs import default_results, run_path
 
     monkeypatch.setenv("ROBUSTVIZ_RESULTS", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
@@ -387,7 +387,7 @@ def test_one_results_folder_for_the_cli_the_api_and_doctor(tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A finished run, damaged copies of it, and a folder with a held lock."""
-    from robustviz.cli import main
+    from robustviz.app.cli import main
 
     root = tmp_path_factory.mktemp("cli")
     good = root / "good"
@@ -516,7 +516,7 @@ def test_cli_mistakes_end_in_one_paragraph_not_a_traceback(case, cli_results):
 
 
 def test_no_failing_command_changes_the_run_it_was_pointed_at(workspace, cli_results):
-    from robustviz.cli import main
+    from robustviz.app.cli import main
 
     good = workspace / "good"
     before = checksums(good)

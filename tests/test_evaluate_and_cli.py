@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from robustviz.cli import main, parse_settings
-from robustviz.demo import run_demo
+from robustviz.app.cli import main, parse_settings
+from robustviz.app.demo import run_demo
 from robustviz.evaluate import evaluate_robustness, make_attack
 
 
@@ -91,7 +91,7 @@ def test_demo_end_to_end_small(tmp_path):
 
 
 def test_compare_trains_once_then_reuses_the_cache(tmp_path, capsys, monkeypatch):
-    from robustviz import compare as compare_module
+    from robustviz.app import compare as compare_module
 
     original = compare_module.train_model
 

@@ -307,7 +307,7 @@ def test_step_progress_and_batch_length():
 
 
 def test_results_table_shows_inputs_kept_epoch_footnotes_and_notes():
-    from robustviz.compare import markdown_table
+    from robustviz.app.compare import markdown_table
     from robustviz.evaluate import RobustnessReport
     from robustviz.train import History
 

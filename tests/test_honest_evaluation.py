@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from robustviz import data
+from robustviz.app.cli import main
 from robustviz.attacks import adaptive_attack, autoattack, pgd
-from robustviz.cli import main
 from robustviz.evaluate import (
     accuracy,
     certified_accuracy,

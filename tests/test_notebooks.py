@@ -35,7 +35,7 @@ COURSE = [
 REPOSITORY = "robustviz-org/robustviz"
 COLAB = f"https://colab.research.google.com/github/{REPOSITORY}/blob/main/"
 IMAGE = "image/png"
-MIN_CLAIMS = 5  # claim checks (robustviz.claims.expect) per notebook
+MIN_CLAIMS = 5  # claim checks (robustviz.app.claims.expect) per notebook
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
@@ -163,7 +163,7 @@ def test_readme_links_point_at_real_files():
 
 
 def test_doctor_reports_versions_device_widgets_and_data(capsys):
-    from robustviz.doctor import doctor
+    from robustviz.app.doctor import doctor
 
     report = doctor(verbose=True)
     printed = capsys.readouterr().out
@@ -179,7 +179,7 @@ def test_doctor_reports_versions_device_widgets_and_data(capsys):
 
 
 def test_doctor_command_exit_status_and_json(capsys):
-    from robustviz.cli import main
+    from robustviz.app.cli import main
 
     assert main(["doctor", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -187,7 +187,7 @@ def test_doctor_command_exit_status_and_json(capsys):
 
 
 def test_doctor_fails_without_the_dataset(monkeypatch, tmp_path, capsys):
-    from robustviz import doctor as doctor_module
+    from robustviz.app import doctor as doctor_module
 
     monkeypatch.setattr("robustviz.data.default_root", lambda: tmp_path)
     monkeypatch.chdir(tmp_path)  # no ./data/mnist-mini.npz either (load() looks there first)
@@ -200,8 +200,8 @@ def test_doctor_fails_without_the_dataset(monkeypatch, tmp_path, capsys):
 
 
 def test_run_names_match_compare_for_full_data_and_differ_otherwise(tmp_path):
-    from robustviz.compare import run_dir
-    from robustviz.runs import run_name, run_path
+    from robustviz.app.compare import run_dir
+    from robustviz.app.runs import run_name, run_path
 
     for method, dataset in (("pgd_at", "mnist-mini"), ("ce", "folder:/data/x"), ("drp", "blobs")):
         assert run_path(method, dataset, "quick", 3, results=tmp_path) == run_dir(tmp_path, method, dataset, "quick", 3)
@@ -217,7 +217,7 @@ def test_run_names_match_compare_for_full_data_and_differ_otherwise(tmp_path):
 
 
 def test_results_default_to_the_checkout_whatever_the_working_directory(monkeypatch, tmp_path):
-    from robustviz.runs import default_results
+    from robustviz.app.runs import default_results
 
     monkeypatch.delenv("ROBUSTVIZ_RESULTS", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -227,7 +227,7 @@ def test_results_default_to_the_checkout_whatever_the_working_directory(monkeypa
 
 
 def test_setup_applies_profile_defaults_and_environment_overrides(monkeypatch, tmp_path):
-    from robustviz.runs import setup
+    from robustviz.app.runs import setup
 
     for name in ("PROFILE", "SEED", "DATASET", "N_TRAIN", "RESULTS", "DEVICE"):
         monkeypatch.delenv(f"ROBUSTVIZ_{name}", raising=False)
@@ -255,7 +255,7 @@ def test_setup_applies_profile_defaults_and_environment_overrides(monkeypatch, t
 def test_trained_trains_once_then_loads_the_cached_run(tmp_path):
     import torch
 
-    from robustviz.runs import is_finished, run_path, setup, trained
+    from robustviz.app.runs import is_finished, run_path, setup, trained
 
     model, history = trained("ce", "blobs", results=tmp_path, progress=False, device="cpu", epochs=2)
     directory = run_path("ce", "blobs", results=tmp_path, epochs=2)
@@ -275,7 +275,7 @@ def test_trained_trains_once_then_loads_the_cached_run(tmp_path):
 
 
 def test_trained_refuses_a_cached_run_of_another_training_set(tmp_path):
-    from robustviz.runs import run_path, trained
+    from robustviz.app.runs import run_path, trained
 
     trained("ce", "blobs", n_train=300, results=tmp_path, progress=False, device="cpu", epochs=1)
     shutil.copytree(run_path("ce", "blobs", n_train=300, results=tmp_path, epochs=1),
@@ -298,7 +298,7 @@ def execute(name: str, results: str, timeout: int = 1800):
     that does not hold in its own outputs raises); returns ``(executed notebook, seconds)``."""
     from nbclient import NotebookClient
 
-    from robustviz.claims import STRICT_ENV
+    from robustviz.app.claims import STRICT_ENV
 
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     saved = {key: os.environ.get(key) for key in ("ROBUSTVIZ_RESULTS", "ROBUSTVIZ_PROFILE", STRICT_ENV)}
@@ -317,8 +317,8 @@ def execute(name: str, results: str, timeout: int = 1800):
 
 
 def claims_checked(notebook) -> list[str]:
-    """Every claim check the executed notebook printed (``robustviz.claims.expect``), in order."""
-    from robustviz.claims import FAIL, PASS
+    """Every claim check the executed notebook printed (``robustviz.app.claims.expect``), in order."""
+    from robustviz.app.claims import FAIL, PASS
 
     lines = []
     for cell in notebook.cells:

@@ -141,6 +141,6 @@ def test_readme_starts_with_the_two_quickstart_commands_and_ci_runs_the_test_one
 
 
 def test_doctor_requires_exactly_the_core_dependencies():
-    from robustviz.doctor import PACKAGES
+    from robustviz.app.doctor import PACKAGES
 
     assert {name.lower() for name, _, required in PACKAGES if required} == core()

@@ -165,7 +165,7 @@ def test_recipe_configs_cover_every_family_and_profile():
 
 
 def test_the_lab_profile_is_everywhere_a_profile_is_chosen():
-    from robustviz import cli, runs
+    from robustviz.app import cli, runs
 
     assert methods.PROFILES == ("quick", "lab", "full")
     assert cli.PROFILE_CHOICES == methods.PROFILES

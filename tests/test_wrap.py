@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models import resnet18
 
 from robustviz import models, viz
+from robustviz.app.cli import main
 from robustviz.attacks import FGSM, PGD
-from robustviz.cli import main
 from robustviz.evaluate import evaluate_robustness
 from robustviz.train import fit
 

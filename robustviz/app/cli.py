@@ -12,7 +12,7 @@ Examples:
 
 Mistakes end in one paragraph on stderr that says what went wrong and what to do, with exit
 status 2 (Ctrl-C: 130, the shell's convention, with how to continue); ``--debug`` shows the
-Python traceback instead. Runs go to the results folder of ``robustviz.runs.default_results``
+Python traceback instead. Runs go to the results folder of ``robustviz.app.runs.default_results``
 (``$ROBUSTVIZ_RESULTS``, else the checkout's ``results/``), as for the notebooks.
 """
 
@@ -31,7 +31,7 @@ PROFILE_CHOICES = ("quick", "lab", "full")  # robustviz.methods.PROFILES (not im
 
 USER_ERROR_EXIT, INTERRUPTED_EXIT = 2, 130
 DISTRIBUTED_COMMANDS = ("train", "evaluate", "compare")  # the commands that run under torchrun
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 def join_torchrun(args) -> None:
     """Under ``torchrun``: join the process group; ranks other than 0 print nothing (no results,
     warnings or progress bars: rank 0 shows them once). Errors are still shown by every rank."""
-    from . import distributed
+    from .. import distributed
 
     if distributed.init_from_env() and not distributed.is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the rest of the process
@@ -102,7 +102,7 @@ def interrupted_message(args, argv: list[str]) -> str:
     """What Ctrl-C left behind and how to go on."""
     directory = getattr(args, "checkpoint_dir", None)
     if args.command == "train" and directory is not None:
-        from .train.checkpoint import has_checkpoint, read_meta
+        from ..train.checkpoint import has_checkpoint, read_meta
 
         if not has_checkpoint(directory):
             return "interrupted before the first epoch was saved; nothing was written. Run the command again."
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_device(name: str):
     """The ``torch.device`` for a ``--device`` value; a clear error for one this machine lacks."""
-    from ._checks import check_device
+    from .._checks import check_device
 
     return check_device(name)
 
@@ -295,12 +295,12 @@ def run_demo_command(args) -> int:
 
 
 def run_train_command(args) -> int:
-    from . import data, methods
-    from ._checks import check_eps
-    from .evaluate import accuracy
+    from .. import data, methods
+    from .._checks import check_eps
+    from ..evaluate import accuracy
+    from ..train import train_model
+    from ..train.checkpoint import has_checkpoint
     from .runs import default_results, run_path
-    from .train import train_model
-    from .train.checkpoint import has_checkpoint
 
     if args.list:
         for key, summary in methods.list_recipes():
@@ -337,10 +337,10 @@ def run_train_command(args) -> int:
 
 
 def run_evaluate_command(args) -> int:
-    from . import data, distributed
-    from .data import stratified_indices
-    from .evaluate import evaluate_robustness
-    from .train import load_checkpoint
+    from .. import data, distributed
+    from ..data import stratified_indices
+    from ..evaluate import evaluate_robustness
+    from ..train import load_checkpoint
 
     device = resolve_device(args.device)
     if args.json:
@@ -358,7 +358,7 @@ def run_evaluate_command(args) -> int:
     eps = args.eps or [bundle.eps]
     results = {}
     if args.ladder:
-        from .evaluate import ladder
+        from ..evaluate import ladder
 
         climbed = ladder(model, test, eps[0], level=args.level, n=None, seed=args.seed,
                          progress=not args.no_progress)
@@ -370,7 +370,7 @@ def run_evaluate_command(args) -> int:
         print(report.table(f"{meta['method']} on {bundle.name}, {report.n} test images"))
         results = report.to_dict()
     if args.diagnose:
-        from .evaluate import diagnose
+        from ..evaluate import diagnose
 
         diagnosis = diagnose(model, bundle, eps[0], n=min(args.n, 500), surrogate=surrogate, seed=args.seed,
                              progress=not args.no_progress)
@@ -383,7 +383,7 @@ def run_evaluate_command(args) -> int:
 
 def load_evaluated_model(args, device):
     """``(model, meta)`` for ``evaluate``: a robustviz checkpoint, or ``--model`` with ``--dataset``."""
-    from .train import load_checkpoint
+    from ..train import load_checkpoint
 
     if (args.checkpoint is None) == (args.model is None):
         raise ValueError("evaluate needs one model: a CHECKPOINT folder, or --model package.module:function "
@@ -393,14 +393,14 @@ def load_evaluated_model(args, device):
     if args.dataset is None:
         raise ValueError(f"--model {args.model} needs --dataset (e.g. --dataset cifar10): a model of your own "
                          "records no dataset")
-    from .models.entry_point import load_entry_point
+    from ..models.entry_point import load_entry_point
 
     model = load_entry_point(args.model).to(device).eval()
     return model, {"method": args.model, "dataset": {"name": args.dataset}}
 
 
 def run_compare_command(args) -> int:
-    from . import distributed
+    from .. import distributed
     from .compare import compare, markdown_table
 
     notes = Path(args.notes).read_text() if args.notes else None  # read first: a wrong path fails before training

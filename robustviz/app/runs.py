@@ -7,7 +7,7 @@ has nothing left to do), and an interrupted run continues where it stopped.
 
 Cache keys. A run lives in ``<results>/<method>-<dataset>-<profile>-s<seed>[-n<n_train>][-x<hash>]``:
 
-* without ``n_train`` and overrides the folder is exactly ``robustviz.compare.run_dir``'s, so
+* without ``n_train`` and overrides the folder is exactly ``robustviz.app.compare.run_dir``'s, so
   ``robustviz compare``, ``robustviz train`` and the notebooks share their full-data runs;
 * ``-n2000`` marks a stratified training subset (``data.load(..., n_train=2000, seed=seed)``),
   so a notebook's small model never collides with a full-data one;
@@ -40,9 +40,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import DataBundle, Split, load, stratified_indices
-from .train import History, default_device, train_model
-from .train.checkpoint import META_FILE, read_meta
+from ..data import DataBundle, Split, load, stratified_indices
+from ..train import History, default_device, train_model
+from ..train.checkpoint import META_FILE, read_meta
 
 RUN_FILE = "run.json"
 
@@ -68,7 +68,7 @@ def default_results() -> Path:
     """
     if os.environ.get(ENVIRONMENT["results"]):
         return Path(os.environ[ENVIRONMENT["results"]]).expanduser()
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if (checkout / "pyproject.toml").exists():
         return checkout / "results"
     return Path("results")
@@ -211,7 +211,7 @@ class Course:
     def finished(self, methods: Sequence[str] | None = None, **overrides) -> list[str]:
         """The recipes (of ``methods``, default all) with a finished cached run for these settings
         (and these ``overrides``, e.g. ``feat_dim=3``)."""
-        from .methods import RECIPES
+        from ..methods import RECIPES
 
         return [key for key in (methods or list(RECIPES)) if is_finished(self.path(key, **overrides))]
 

@@ -10,7 +10,7 @@ Checks, each ``required`` or not:
   (``jupyterlab_widgets`` for JupyterLab / Notebook 7, ``widgetsnbextension`` for the classic
   Notebook, or Colab's own widget manager);
 * where the embedded ``mnist-mini`` dataset is found (and that it loads);
-* where trained runs are cached (``robustviz.runs.default_results``).
+* where trained runs are cached (``robustviz.app.runs.default_results``).
 
 ``doctor()`` returns a dict; ``ok`` is ``True`` when every required check passed. The
 command prints a table and exits with status 0 when ``ok``, 1 otherwise.
@@ -94,7 +94,7 @@ def widgets_report(env: str | None = None) -> dict:
 
 def data_report() -> dict:
     """Where ``mnist-mini`` is found and whether it loads."""
-    from .data import default_root, load
+    from ..data import default_root, load
 
     # load("mnist-mini") reads ./data/mnist-mini.npz first, then the repository's data/ folder
     # (an editable install); a plain `pip install .` run from the clone finds it in ./data.
@@ -113,7 +113,7 @@ def data_report() -> dict:
 
 def doctor(verbose: bool = True) -> dict:
     """Run every check; print a table if ``verbose``. Returns the report (see the module docstring)."""
-    from . import __version__
+    from .. import __version__
     from .runs import default_results
 
     python_ok = sys.version_info[:2] >= MIN_PYTHON

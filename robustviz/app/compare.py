@@ -1,7 +1,7 @@
 """``compare``: train every recipe (or reuse its cached checkpoint) and tabulate robustness.
 
 Trained models are cached under ``<results>/<method>-<dataset>-<profile>-s<seed>/`` (the
-run cache of ``robustviz.runs``; ``results`` defaults to ``runs.default_results()``): a
+run cache of ``robustviz.app.runs``; ``results`` defaults to ``runs.default_results()``): a
 finished checkpoint of the same run is reused instead of retrained (``fit`` with
 ``resume=True`` finds nothing left to do), a checkpoint of another run in that folder (other
 data, settings or seed) is refused with a sentence, and each evaluation is stored next to it
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, distributed, methods
-from .data import load, stratified_indices
-from .evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
+from .. import __version__, distributed, methods
+from ..data import load, stratified_indices
+from ..evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
+from ..train import train_model
 from .runs import default_results, run_path
-from .train import train_model
 
 
 def run_dir(results: str | Path | None, method: str, dataset: str, profile: str, seed: int) -> Path:

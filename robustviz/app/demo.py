@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .attacks import pgd
-from .data import load, stratified_indices
-from .evaluate import evaluate_robustness
-from .train import train_model
-from .viz import features_of, plot_accuracy_vs_eps, plot_feature_pca
+from .. import __version__
+from ..attacks import pgd
+from ..data import load, stratified_indices
+from ..evaluate import evaluate_robustness
+from ..train import train_model
+from ..viz import features_of, plot_accuracy_vs_eps, plot_feature_pca
 
 DEMO_METHODS = ("ce", "pgd_at")
 DEMO_EPS = (0.1, 0.2, 0.3)
