@@ -7,20 +7,16 @@ import torch
 from torch import nn
 
 from robustviz.attacks import (
-    BIM,
-    MIFGSM,
-    RFGSM,
-    Adaptive,
-    AutoAttack,
-    MultiTargetedPGD,
+    ATTACK_SPECS,
+    Attack,
     NearestCentreScores,
-    Transfer,
     adaptive_attack,
     autoattack,
     bim,
     decision_views,
     dlr,
     fgsm,
+    make_attack,
     margin,
     mifgsm,
     multi_targeted_pgd,
@@ -28,7 +24,6 @@ from robustviz.attacks import (
     rfgsm,
     transfer_attack,
 )
-from robustviz.evaluate import ATTACK_SPECS, make_attack
 from robustviz.methods.clustr import ClusterHead
 
 
@@ -74,7 +69,7 @@ def test_bim_is_deterministic_pgd_from_x_with_eps_over_steps():
     model, x, y = linear_problem()
     expected = pgd(model, x, y, 0.1, steps=4, step_size=0.025, random_start=False)
     assert torch.equal(bim(model, x, y, 0.1, steps=4), expected)
-    assert torch.equal(BIM(0.1, steps=4)(model, x, y), expected)
+    assert torch.equal(make_attack("bim-4", 0.1)(model, x, y), expected)
 
 
 def test_mifgsm_on_a_linear_model_moves_every_pixel_by_the_full_budget():
@@ -84,14 +79,14 @@ def test_mifgsm_on_a_linear_model_moves_every_pixel_by_the_full_budget():
     x_adv = mifgsm(model, x, y, 0.05, steps=5)
     inside = ((x - 0.05 > 0) & (x + 0.05 < 1))
     assert torch.allclose((x_adv - x).abs()[inside], torch.full_like(x[inside], 0.05), atol=1e-6)
-    assert torch.equal(MIFGSM(0.05, steps=5)(model, x, y), x_adv)
+    assert torch.equal(make_attack("mifgsm-5", 0.05)(model, x, y), x_adv)
 
 
 def test_rfgsm_takes_the_random_step_then_the_rest_of_the_budget():
     model, x, y = linear_problem(classes=2)
     x_adv = rfgsm(model, x, y, 0.1, alpha=0.04, seed=3)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
-    assert torch.equal(RFGSM(0.1, alpha=0.04, seed=3)(model, x, y), x_adv)
+    assert torch.equal(Attack("R-FGSM", rfgsm, dict(eps=0.1, alpha=0.04, seed=3))(model, x, y), x_adv)
     assert not torch.equal(x_adv, fgsm(model, x, y, 0.1))
     with pytest.raises(ValueError, match="alpha"):
         rfgsm(model, x, y, 0.1, alpha=0.1)
@@ -109,7 +104,7 @@ def test_multi_targeted_never_weaker_than_its_best_single_target():
         assert bool((broken_mt | ~broken_t).all())
     with pytest.raises(ValueError, match="num_targets"):
         multi_targeted_pgd(model, x, y, eps, num_targets=5)
-    assert MultiTargetedPGD(eps, steps=10, num_targets=2).name == "MT-PGD-10-top2"
+    assert make_attack("mt-pgd-10", eps).name == "MT-PGD-10"
 
 
 def test_transfer_attack_uses_only_the_surrogate():
@@ -117,7 +112,7 @@ def test_transfer_attack_uses_only_the_surrogate():
     surrogate, _, _ = linear_problem(seed=2)
     x_adv = transfer_attack(target, x, y, 0.1, surrogate)
     assert torch.equal(x_adv, pgd(surrogate, x, y, 0.1, steps=20, seed=0))
-    assert torch.equal(Transfer(0.1, surrogate)(target, x, y), x_adv)
+    assert torch.equal(Attack("transfer", transfer_attack, dict(eps=0.1, surrogate=surrogate))(target, x, y), x_adv)
     assert all(p.grad is None for p in target.parameters())
 
 
@@ -162,10 +157,10 @@ def test_adaptive_attack_breaks_the_top_l_vote_where_cross_entropy_pgd_stalls():
     eps = 0.1
     x_ce = pgd(model, x, y, eps, steps=20, random_start=False)
     assert (model(x_ce).argmax(1) == y).all()  # CE only sees "raise the absent class = raise the winner"
-    adaptive = Adaptive(eps, steps=20, restarts=1)(model, x, y)
+    adaptive = make_attack("adaptive-20", eps)(model, x, y)
     assert (model(adaptive).argmax(1) != y).all()
     assert (adaptive - x).abs().max() <= eps + 1e-6
-    assert Adaptive(eps, steps=50, restarts=2).name == "adaptive-50x2"
+    assert make_attack("adaptive-50x2", eps).name == "adaptive-50x2"
 
 
 def test_adaptive_attack_runs_every_loss_as_a_cascade():
@@ -224,6 +219,6 @@ def test_autoattack_breakdown_is_a_cascade_and_matches_the_returned_examples():
     assert result.robust_acc == pytest.approx(float((model(result.x_adv).argmax(1) == y).float().mean()))
     assert (result.x_adv - x).abs().max() <= 0.08 + 1e-6
     assert "apgd-ce" in result.table()
-    callable_form = AutoAttack(0.08, version="fast")
-    callable_form(model, x, y)
-    assert list(callable_form.last_result.breakdown) == ["apgd-ce", "apgd-t"]
+    callable_form = make_attack("autoattack-fast", 0.08)
+    assert torch.equal(callable_form(model, x, y), callable_form.outcome(model, x, y).x_adv)
+    assert list(callable_form.outcome(model, x, y).breakdown) == ["apgd-ce", "apgd-t"]

@@ -8,14 +8,14 @@ from torch import nn
 
 from robustviz._checks import check_eps
 from robustviz.attacks import (
-    FGSM,
-    PGD,
+    Attack,
     adaptive_attack,
     autoattack,
     bim,
     cross_entropy,
     eval_mode,
     fgsm,
+    make_attack,
     margin,
     mifgsm,
     multi_targeted_pgd,
@@ -127,9 +127,10 @@ def test_seeded_pgd_is_deterministic(bn_net):
 
 def test_callable_classes_match_functions(bn_net):
     x, y = batch()
-    assert torch.equal(FGSM(eps=0.1)(bn_net, x, y), fgsm(bn_net, x, y, 0.1))
-    assert torch.equal(PGD(eps=0.1, steps=3, seed=1)(bn_net, x, y), pgd(bn_net, x, y, 0.1, steps=3, seed=1))
-    assert PGD(eps=0.1, steps=20, restarts=5, loss="margin").name == "PGD-20x5-margin"
+    assert torch.equal(make_attack("fgsm", 0.1)(bn_net, x, y), fgsm(bn_net, x, y, 0.1))
+    assert torch.equal(Attack("PGD-3", pgd, dict(eps=0.1, steps=3, seed=1))(bn_net, x, y),
+                       pgd(bn_net, x, y, 0.1, steps=3, seed=1))
+    assert make_attack("pgd-20x5-margin", 0.1).name == "PGD-20x5-margin"
 
 
 class LinearNet(nn.Module):

@@ -130,15 +130,17 @@ def test_a_model_that_outputs_nan_is_counted_wrong_with_a_warning(mnist_batch):
 @pytest.fixture
 def short_compare(monkeypatch):
     """``compare`` with 3 training steps per recipe (instead of the quick profile's epochs)."""
-    from robustviz.app import compare as compare_module
+    from robustviz.app import runs as runs_module  # compare trains through runs.trained
 
-    original = compare_module.train_model
+    original = runs_module.train_model
 
     def short_training(method, bundle, profile, seed, **kwargs):
         return original(method, bundle, profile, seed, steps=3, val_size=100, **kwargs)
 
-    monkeypatch.setattr(compare_module, "train_model", short_training)
-    return compare_module.compare
+    monkeypatch.setattr(runs_module, "train_model", short_training)
+    from robustviz.app.compare import compare
+
+    return compare
 
 
 def test_a_run_on_a_training_subset_is_named_for_it_and_compare_never_reuses_it(tmp_path, monkeypatch, capsys,

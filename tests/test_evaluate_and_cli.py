@@ -9,7 +9,8 @@ import torch
 
 from robustviz.app.cli import main, parse_settings
 from robustviz.app.demo import run_demo
-from robustviz.evaluate import evaluate_robustness, make_attack
+from robustviz.attacks import make_attack
+from robustviz.evaluate import evaluate_robustness
 
 
 def test_report_invariants(trained_cnn, small_mnist):
@@ -31,8 +32,9 @@ def test_report_invariants(trained_cnn, small_mnist):
 def test_make_attack_specs():
     assert make_attack("fgsm", 0.1).name == "FGSM"
     attack = make_attack("pgd-100x5-margin", 0.1)
-    assert (attack.steps, attack.restarts, attack.loss, attack.norm) == (100, 5, "margin", "linf")
-    assert make_attack("PGD-20-l2", 0.5).norm == "l2"
+    settings = attack.settings
+    assert (settings["steps"], settings["restarts"], settings["loss"], settings["norm"]) == (100, 5, "margin", "linf")
+    assert make_attack("PGD-20-l2", 0.5).settings["norm"] == "l2"
     with pytest.raises(ValueError, match="unknown attack"):
         make_attack("cw", 0.1)
     with pytest.raises(ValueError, match="255"):
@@ -91,14 +93,14 @@ def test_demo_end_to_end_small(tmp_path):
 
 
 def test_compare_trains_once_then_reuses_the_cache(tmp_path, capsys, monkeypatch):
-    from robustviz.app import compare as compare_module
+    from robustviz.app import runs as runs_module  # compare trains through runs.trained
 
-    original = compare_module.train_model
+    original = runs_module.train_model
 
     def short_training(method, bundle, profile, seed, **kwargs):
         return original(method, bundle, profile, seed, steps=3, val_size=100, **kwargs)
 
-    monkeypatch.setattr(compare_module, "train_model", short_training)
+    monkeypatch.setattr(runs_module, "train_model", short_training)
     out, cache = tmp_path / "results.md", tmp_path / "cache"
     args = ["compare", "--methods", "ce", "fgsm_rs", "--n-eval", "100", "--eps", "0.1", "--results",
             str(cache), "--out", str(out), "--no-progress"]

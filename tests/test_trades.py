@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustviz import data, models
-from robustviz.attacks.trades import TradesAttack, trades_attack
+from robustviz.attacks import Attack
+from robustviz.attacks.trades import trades_attack
 from robustviz.geometry import kl_per_sample
 from robustviz.methods import Batch
 from robustviz.methods.trades import RECIPES, TRADES
@@ -140,7 +141,7 @@ def test_attack_is_seeded_and_keeps_dtype(bn_net):
     a = trades_attack(bn_net, x, y, 0.1, steps=3, seed=7)
     assert torch.equal(a, trades_attack(bn_net, x, y, 0.1, steps=3, seed=7))
     assert not torch.equal(a, trades_attack(bn_net, x, y, 0.1, steps=3, seed=8))
-    assert torch.equal(TradesAttack(eps=0.1, steps=3, seed=7)(bn_net, x, y), a)
+    assert torch.equal(Attack("TRADES-KL-3", trades_attack, dict(eps=0.1, steps=3, seed=7))(bn_net, x, y), a)
     assert trades_attack(bn_net, x.double(), y, 0.1, steps=2, seed=0).dtype == torch.float64
 
 

@@ -18,7 +18,7 @@ from matplotlib.quiver import Quiver
 
 from robustviz import data, viz
 from robustviz.data import stratified_indices
-from robustviz.evaluate import evaluate_robustness
+from robustviz.evaluate import evaluate_robustness, loss_along_fgsm
 from robustviz.geometry import nearest_centre_class
 from robustviz.methods.drp.head import make_prototypes
 from robustviz.methods.gce import complement_statistics, plot_complement_entropy
@@ -277,7 +277,8 @@ def test_layer_divergence_curve(trained_cnn, small_mnist, cnn_features):
 
 def test_loss_along_fgsm_and_landscape(trained_cnn, small_mnist):
     x, y = small_mnist.test.x[:16], small_mnist.test.y[:16]
-    t, loss = viz.loss_along_fgsm(trained_cnn, x, y, eps=0.2, points=11)
+    t, loss = loss_along_fgsm(trained_cnn, x, y, eps=0.2, points=11, span=2.0)
+    t, loss = t.numpy(), loss.numpy()
     with torch.no_grad():
         clean_loss = torch.nn.functional.cross_entropy(trained_cnn(x), y, reduction="none").numpy()
     assert loss.shape == (16, 11) and t[-1] == pytest.approx(0.4)

@@ -13,7 +13,7 @@ from torchvision.models import resnet18
 
 from robustviz import models, viz
 from robustviz.app.cli import main
-from robustviz.attacks import FGSM, PGD
+from robustviz.attacks import Attack, make_attack, pgd
 from robustviz.evaluate import evaluate_robustness
 from robustviz.train import fit
 
@@ -62,7 +62,7 @@ def test_attacks_and_evaluation_on_the_wrapped_resnet(wrapped_resnet):
     x, y = colour_images()
     running_mean = wrapped_resnet.net.bn1.running_mean.clone()
     wrapped_resnet.train()
-    x_adv = PGD(8 / 255, steps=3, seed=0)(wrapped_resnet, x, y)
+    x_adv = Attack("PGD-3", pgd, dict(eps=8 / 255, steps=3, seed=0))(wrapped_resnet, x, y)
     assert wrapped_resnet.training, "the attack restores the caller's mode"
     assert torch.equal(wrapped_resnet.net.bn1.running_mean, running_mean), "attacks never update BatchNorm"
     wrapped_resnet.eval()
@@ -83,7 +83,7 @@ def test_the_wrapped_sequential_trains_attacks_evaluates_extracts_and_explores(w
     report = evaluate_robustness(wrapped_cnn, x, y, eps=(0.1,), attacks=("fgsm", "pgd-5"), progress=False)
     assert report.clean_acc > 0.7, "training through the wrapper learns"
     assert report.results[0.1]["PGD-5"] < report.clean_acc
-    x_adv = FGSM(0.1)(wrapped_cnn, x, y)
+    x_adv = make_attack("fgsm", 0.1)(wrapped_cnn, x, y)
     assert (x_adv - x).abs().max() <= 0.1 + 1e-6
     feats = viz.extract(wrapped_cnn, small_mnist, layer="net.4", attack="fgsm", eps=0.1, n=100)
     assert feats.clean.shape == (100, 16 * 14 * 14)

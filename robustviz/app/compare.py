@@ -15,6 +15,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,8 +23,7 @@ import torch
 from .. import __version__, distributed, methods
 from ..data import load, stratified_indices
 from ..evaluate import LadderReport, RobustnessReport, evaluate_robustness, ladder
-from ..train import train_model
-from .runs import default_results, run_path
+from .runs import default_results, run_path, trained
 
 
 def run_dir(results: str | Path | None, method: str, dataset: str, profile: str, seed: int) -> Path:
@@ -74,33 +74,36 @@ def compare(
     test = bundle.test.subset(stratified_indices(bundle.test.y, min(n_eval, len(bundle.test)), seed))
     rows = []
     for key in keys:
-        model, history = train_model(key, bundle, profile, seed, device=device,
-                                     checkpoint_dir=run_dir(results, key, dataset, profile, seed),
-                                     resume=True, progress=progress)
-        cache = run_dir(results, key, dataset, profile, seed) / evaluation_filename(n_eval, eps, attacks, seed)
-        # Under torchrun every rank takes rank 0's branch, and rank 0 alone writes the caches.
-        if distributed.agree(cache.exists()):
-            report = read_cached(cache, RobustnessReport)
-        else:
-            report = evaluate_robustness(model, test.x, test.y, eps, attacks, seed=seed, progress=progress)
-            if distributed.is_main():
-                cache.write_text(json.dumps(report.to_dict(), indent=1))
+        directory = run_dir(results, key, dataset, profile, seed)
+        model, history = trained(key, dataset, profile, seed, results=results, progress=progress, device=device,
+                                 data=bundle)
+        report = cached(directory / evaluation_filename(n_eval, eps, attacks, seed), RobustnessReport,
+                        partial(evaluate_robustness, model, test.x, test.y, eps, attacks, seed=seed, progress=progress))
         climbed = None
         if ladder_level is not None:
             key_json = json.dumps({"level": ladder_level, "n": ladder_n, "eps": max(eps), "seed": seed,
                                    "test": n_eval})
-            ladder_cache = cache.with_name(f"ladder-{hashlib.sha1(key_json.encode()).hexdigest()[:10]}.json")
-            if distributed.agree(ladder_cache.exists()):
-                climbed = read_cached(ladder_cache, LadderReport)
-            else:
-                climbed = ladder(model, (test.x, test.y), max(eps), level=ladder_level, n=ladder_n, seed=seed,
-                                 progress=progress)
-                if distributed.is_main():
-                    ladder_cache.write_text(json.dumps(climbed.to_dict(), indent=1))
+            name = f"ladder-{hashlib.sha1(key_json.encode()).hexdigest()[:10]}.json"
+            climbed = cached(directory / name, LadderReport, partial(
+                ladder, model, (test.x, test.y), max(eps), level=ladder_level, n=ladder_n, seed=seed,
+                progress=progress))
         rows.append({"method": key, "report": report, "seed": seed, "epochs": len(history),
                      "train_seconds": sum(r["seconds"] for r in history.records), "history": history,
                      "config": methods.get(key).config(bundle.family, profile), "ladder": climbed})
     return rows
+
+
+def cached(path: Path, kind: type, compute):
+    """The report stored at ``path`` (``kind.from_dict``), else ``compute()``, stored there by rank 0.
+
+    Under torchrun every rank takes rank 0's branch, and rank 0 alone reads and writes the file.
+    """
+    if distributed.agree(path.exists()):
+        return read_cached(path, kind)
+    report = compute()
+    if distributed.is_main():
+        path.write_text(json.dumps(report.to_dict(), indent=1))
+    return report
 
 
 def read_cached(path: Path, kind: type):

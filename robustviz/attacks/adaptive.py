@@ -31,8 +31,6 @@ every sample, and their per-sample union left 37.0%.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -126,27 +124,3 @@ def adaptive_attack(
                 key = worst_case_key(model, candidate, y_work[todo], y_work[todo], margin)
             best[todo], best_key[todo] = keep_worst_case(best[todo], best_key[todo], candidate, key)
     return best.detach().to(device=x.device, dtype=x.dtype)
-
-
-@dataclass
-class Adaptive:
-    """Callable form of ``adaptive_attack``: ``Adaptive(0.3)(model, x, y)``."""
-
-    eps: float
-    steps: int = 100
-    restarts: int = 2
-    step_size: float | None = None
-    norm: str = "linf"
-    seed: int | None = 0
-    early_stop: bool = True
-    losses: tuple[str | AttackLoss, ...] = ("margin", "ce")
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return adaptive_attack(model, x, y, self.eps, steps=self.steps, restarts=self.restarts,
-                               step_size=self.step_size, norm=self.norm, seed=self.seed,
-                               early_stop=self.early_stop, losses=self.losses)
-
-    @property
-    def name(self) -> str:
-        restarts = f"x{self.restarts}" if self.restarts > 1 else ""
-        return f"adaptive-{self.steps}{restarts}"

@@ -223,27 +223,3 @@ class _NoteCollector(logging.Handler):
                 self.messages.append(message)
         self.logger.removeHandler(self)
         self.logger.propagate = self._propagate
-
-
-@dataclass
-class AutoAttack:
-    """Callable form of ``autoattack`` returning only ``x_adv`` (the attack contract).
-
-    The last run's full result (breakdown, notes) is kept in ``last_result``.
-    """
-
-    eps: float
-    norm: str = "linf"
-    version: str = "standard"
-    seed: int = 0
-    batch_size: int = ATTACK_BATCH_SIZE
-    last_result: AutoAttackResult | None = field(default=None, repr=False, compare=False)
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.last_result = autoattack(model, x, y, self.eps, norm=self.norm, version=self.version, seed=self.seed,
-                                      batch_size=self.batch_size)
-        return self.last_result.x_adv
-
-    @property
-    def name(self) -> str:
-        return f"AutoAttack-{self.version}" + ("" if self.norm == "linf" else "-L2")

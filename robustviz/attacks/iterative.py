@@ -8,8 +8,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -76,39 +74,3 @@ def mifgsm(
             momentum = decay * momentum + grad / l1
             x_adv = signed_step(x_adv, momentum, step_size, lower, upper)
     return x_adv.detach().to(device=x.device, dtype=x.dtype)
-
-
-@dataclass
-class BIM:
-    """Callable form of ``bim``."""
-
-    eps: float
-    steps: int = 10
-    step_size: float | None = None
-    loss: str | AttackLoss = "ce"
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return bim(model, x, y, self.eps, steps=self.steps, step_size=self.step_size, loss=self.loss)
-
-    @property
-    def name(self) -> str:
-        return f"BIM-{self.steps}"
-
-
-@dataclass
-class MIFGSM:
-    """Callable form of ``mifgsm``."""
-
-    eps: float
-    steps: int = 10
-    decay: float = 1.0
-    step_size: float | None = None
-    loss: str | AttackLoss = "ce"
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mifgsm(model, x, y, self.eps, steps=self.steps, decay=self.decay, step_size=self.step_size,
-                      loss=self.loss)
-
-    @property
-    def name(self) -> str:
-        return f"MI-FGSM-{self.steps}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -36,6 +34,7 @@ def pgd(
     seed: int | None = None,
     early_stop: bool = False,
     target: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Maximise ``loss`` within the eps-ball by ``steps`` projected gradient steps.
 
@@ -62,17 +61,21 @@ def pgd(
             ``loss(scores, target)`` (for ``"margin"``: maximises ``s_t - max_{j != t} s_j``)
             instead of maximising ``loss(scores, y)``. Early stopping and restarts still
             judge success by misclassification of ``y``, as an evaluation should.
+        start: the first iterate ``[B, ...]`` instead of ``x`` or a random point (one run:
+            ``restarts`` must be 1); every step still projects onto the ball around ``x``.
 
     Returns:
         ``x_adv`` inside the eps-ball and [0, 1], on ``x``'s device and dtype.
 
     Example:
         >>> x_adv = pgd(model, x, y, eps=0.3, steps=20, seed=0)  # doctest: +SKIP
-        >>> x_adv = PGD(eps=0.3, steps=20)(model, x, y)  # doctest: +SKIP
     """
     check_norm(norm)
     if steps < 0 or restarts < 1:
         raise ValueError(f"need steps >= 0 and restarts >= 1, got steps={steps}, restarts={restarts}")
+    if start is not None and (restarts > 1 or start.shape != x.shape):
+        raise ValueError(f"start must have the shape of x {tuple(x.shape)} and restarts must be 1, got "
+                         f"{tuple(start.shape)} and restarts={restarts}")
     x_work, y_work, eps = prepare_inputs(model, x, y, eps, norm)
     loss_fn = resolve_loss(loss)
     loss_labels = y_work
@@ -81,7 +84,8 @@ def pgd(
         loss_fn = _negated(loss_fn)
     settings = dict(eps=eps, steps=steps, norm=norm, random_start=random_start,
                     step_size=2.5 * eps / max(steps, 1) if step_size is None else float(step_size),
-                    loss_fn=loss_fn, generator=make_generator(seed), early_stop=early_stop)
+                    loss_fn=loss_fn, generator=make_generator(seed), early_stop=early_stop,
+                    start=None if start is None else start.detach().to(device=x_work.device, dtype=x_work.dtype))
     with eval_mode(model):
         best = _pgd_run(model, x_work, y_work, loss_labels, **settings)
         if restarts > 1:
@@ -100,13 +104,14 @@ def _negated(loss_fn: AttackLoss) -> AttackLoss:
     return targeted_loss
 
 
-def _pgd_run(model, x, y, loss_labels, eps, steps, step_size, norm, random_start, loss_fn, generator, early_stop):
+def _pgd_run(model, x, y, loss_labels, eps, steps, step_size, norm, random_start, loss_fn, generator, early_stop,
+             start=None):
     """One PGD run from a (random) start; returns the final iterate ``[B, ...]``.
 
     The loss is ``loss_fn(scores, loss_labels)`` (the labels, or the targets of a targeted
     attack); ``early_stop`` drops a sample once it is misclassified with respect to ``y``.
     """
-    x_adv = _start(x, eps, norm, random_start, generator)
+    x_adv = _start(x, eps, norm, random_start, generator) if start is None else start.clone()
     if not early_stop:
         for _ in range(steps):
             grad, _ = input_gradient(model, x_adv, loss_labels, loss_fn)
@@ -147,32 +152,3 @@ def keep_worst_case(best, best_key, candidate, candidate_key):
     """Per sample, keep whichever of ``best``/``candidate`` has the larger key. Returns ``(x, key)``."""
     better = (candidate_key > best_key).view(-1, *([1] * (best.dim() - 1)))
     return torch.where(better, candidate, best), torch.maximum(best_key, candidate_key)
-
-
-@dataclass
-class PGD:
-    """Callable form of ``pgd``: ``PGD(eps=0.3, steps=20)(model, x, y)``."""
-
-    eps: float
-    steps: int = 10
-    step_size: float | None = None
-    norm: str = "linf"
-    random_start: bool = True
-    restarts: int = 1
-    loss: str | AttackLoss = "ce"
-    seed: int | None = None
-    early_stop: bool = False
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return pgd(
-            model, x, y, self.eps, steps=self.steps, step_size=self.step_size, norm=self.norm,
-            random_start=self.random_start, restarts=self.restarts, loss=self.loss, seed=self.seed,
-            early_stop=self.early_stop,
-        )
-
-    @property
-    def name(self) -> str:
-        restarts = f"x{self.restarts}" if self.restarts > 1 else ""
-        loss = "" if self.loss == "ce" else f"-{self.loss if isinstance(self.loss, str) else 'custom'}"
-        norm = "" if self.norm == "linf" else "-L2"
-        return f"PGD-{self.steps}{restarts}{loss}{norm}"

@@ -7,8 +7,6 @@ the correct class for each sample. ``K - 1`` times the cost of PGD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -64,26 +62,3 @@ def multi_targeted_pgd(
             key = worst_case_key(model, candidate, y_work, y_work, margin)
             best, best_key = (candidate, key) if best is None else keep_worst_case(best, best_key, candidate, key)
     return best.detach().to(device=x.device, dtype=x.dtype)
-
-
-@dataclass
-class MultiTargetedPGD:
-    """Callable form of ``multi_targeted_pgd``."""
-
-    eps: float
-    steps: int = 20
-    step_size: float | None = None
-    norm: str = "linf"
-    num_targets: int | None = None
-    seed: int | None = None
-    early_stop: bool = False
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return multi_targeted_pgd(model, x, y, self.eps, steps=self.steps, step_size=self.step_size,
-                                  norm=self.norm, num_targets=self.num_targets, seed=self.seed,
-                                  early_stop=self.early_stop)
-
-    @property
-    def name(self) -> str:
-        targets = "" if self.num_targets is None else f"-top{self.num_targets}"
-        return f"MT-PGD-{self.steps}{targets}{'' if self.norm == 'linf' else '-L2'}"

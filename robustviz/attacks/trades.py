@@ -10,13 +10,12 @@ TRADES starts from ``x + 0.001 * N(0, I)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from ..geometry import kl_per_sample
-from .core import clip_to, eval_mode, input_gradient, linf_bounds, make_generator, prepare_inputs, signed_step
+from .core import eval_mode, make_generator, prepare_inputs, project_linf
+from .pgd import pgd
 
 
 def trades_attack(
@@ -60,23 +59,15 @@ def trades_attack(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if init_std < 0:
         raise ValueError(f"init_std must be >= 0, got {init_std}")
-    x_work, y_work, eps = prepare_inputs(model, x, y, eps)
-    step_size = 2.5 * eps / max(steps, 1) if step_size is None else float(step_size)
-    lower, upper = linf_bounds(x_work, eps)
-    with eval_mode(model):
-        with torch.no_grad():
-            clean_logits = model(x_work)
+    x_work, _, eps = prepare_inputs(model, x, y, eps)
+    with eval_mode(model), torch.no_grad():
+        clean_logits = model(x_work)
 
-        def kl_to_clean(scores: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-            return kl_per_sample(clean_logits, scores)
+    def kl_to_clean(scores: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+        return kl_per_sample(clean_logits, scores)
 
-        x_adv = gaussian_start(x_work, init_std, make_generator(seed))
-        x_adv = clip_to(x_adv, lower, upper)
-        with torch.enable_grad():  # works inside a caller's torch.no_grad() too
-            for _ in range(steps):
-                grad, _ = input_gradient(model, x_adv, y_work, kl_to_clean)
-                x_adv = signed_step(x_adv, grad, step_size, lower, upper)
-    return x_adv.detach().to(device=x.device, dtype=x.dtype)
+    start = project_linf(gaussian_start(x_work, init_std, make_generator(seed)), x_work, eps)
+    return pgd(model, x, y, eps, steps=steps, step_size=step_size, random_start=False, loss=kl_to_clean, start=start)
 
 
 def gaussian_start(x: torch.Tensor, std: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -86,22 +77,3 @@ def gaussian_start(x: torch.Tensor, std: float, generator: torch.Generator | Non
     else:
         noise = torch.randn(x.shape, dtype=x.dtype, device=x.device)
     return x + std * noise
-
-
-@dataclass
-class TradesAttack:
-    """Callable form of ``trades_attack``: ``TradesAttack(eps=0.3, steps=40)(model, x, y)``."""
-
-    eps: float
-    steps: int = 10
-    step_size: float | None = None
-    init_std: float = 0.001
-    seed: int | None = None
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return trades_attack(model, x, y, self.eps, steps=self.steps, step_size=self.step_size,
-                             init_std=self.init_std, seed=self.seed)
-
-    @property
-    def name(self) -> str:
-        return f"TRADES-KL-{self.steps}"

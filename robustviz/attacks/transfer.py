@@ -8,15 +8,12 @@ of gradient masking (Athalye, Carlini & Wagner 2018, Sec. 3.1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .core import prepare_inputs, project_linf
-from .pgd import PGD
-
-Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+from .pgd import pgd
 
 
 def transfer_attack(
@@ -25,7 +22,7 @@ def transfer_attack(
     y: torch.Tensor,
     eps: float,
     surrogate: nn.Module,
-    attack: Attack | None = None,
+    attack: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Adversarial examples crafted white-box on ``surrogate``, to be evaluated on ``model``.
 
@@ -35,7 +32,7 @@ def transfer_attack(
         surrogate: another classifier of the same inputs and classes, e.g. a standard
             model trained on the same data.
         attack: attack run on the surrogate, ``attack(surrogate, x, y) -> x_adv``; default
-            ``PGD(eps, steps=20, seed=0)``. Its budget should be ``eps``.
+            PGD-20 from a random start with seed 0. Its budget should be ``eps``.
 
     Returns:
         ``x_adv`` inside the eps-ball and [0, 1] (re-projected in case ``attack`` used a
@@ -45,23 +42,10 @@ def transfer_attack(
         >>> x_adv = transfer_attack(drp_model, x, y, 0.3, surrogate=ce_model)  # doctest: +SKIP
     """
     prepare_inputs(model, x, y, eps)
-    attack = PGD(eps, steps=20, seed=0) if attack is None else attack
     x_surrogate, y_surrogate, eps = prepare_inputs(surrogate, x, y, eps)
-    x_adv = attack(surrogate, x_surrogate, y_surrogate).to(device=x.device, dtype=x.dtype)
+    if attack is None:
+        x_adv = pgd(surrogate, x_surrogate, y_surrogate, eps, steps=20, seed=0)
+    else:
+        x_adv = attack(surrogate, x_surrogate, y_surrogate)
+    x_adv = x_adv.to(device=x.device, dtype=x.dtype)
     return project_linf(x_adv, x, eps).detach()
-
-
-@dataclass
-class Transfer:
-    """Callable form of ``transfer_attack``: ``Transfer(0.3, surrogate)(model, x, y)``."""
-
-    eps: float
-    surrogate: nn.Module = field(repr=False)
-    attack: Attack | None = None
-
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return transfer_attack(model, x, y, self.eps, self.surrogate, self.attack)
-
-    @property
-    def name(self) -> str:
-        return "transfer"

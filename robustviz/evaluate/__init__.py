@@ -16,15 +16,15 @@ from .certificate import (
     linf_radius,
     model_centres,
 )
+from .core import Evaluation, Outcome, labels_from_scores, predict, run_attacks
 from .diagnose import Diagnosis, Flag, diagnose, diagnoses_table, loss_along_fgsm
 from .ladder import LADDER_LEVELS, LadderReport, LadderRow, ladder, resolve_data
-from .robustness import ATTACK_SPECS, RobustnessReport, accuracy, evaluate_robustness, make_attack, predict
+from .robustness import RobustnessReport, accuracy, evaluate_robustness
 from .sweep import eps_grid, eps_sweep
 
 __all__ = [
-    "ATTACK_SPECS", "Diagnosis", "Flag", "LADDER_LEVELS", "LadderReport", "LadderRow", "RobustnessReport",
+    "Diagnosis", "Evaluation", "Flag", "LADDER_LEVELS", "LadderReport", "LadderRow", "Outcome", "RobustnessReport",
     "accuracy", "certified_accuracy", "certified_radii", "diagnose", "diagnoses_table", "eps_grid", "eps_sweep",
-    "loss_along_fgsm",
-    "evaluate_robustness", "feature_radius", "input_radius", "ladder", "linf_radius", "make_attack",
-    "model_centres", "predict", "resolve_data",
+    "evaluate_robustness", "feature_radius", "input_radius", "labels_from_scores", "ladder", "linf_radius",
+    "loss_along_fgsm", "model_centres", "predict", "resolve_data", "run_attacks",
 ]

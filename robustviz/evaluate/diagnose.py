@@ -23,11 +23,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._checks import check_eps, check_inputs
-from ..attacks import fgsm, pgd, transfer_attack
+from ..attacks import Attack, fgsm, pgd, transfer_attack
 from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
+from .core import correct_under, predict
 from .ladder import resolve_data
-from .robustness import correct_under, predict
 
 EXPLANATIONS = {
     "fgsm_above_clean": (
@@ -216,19 +216,18 @@ def diagnose(
     steps, restarts = strong_attack
     bar = tqdm(total=len(DIAGNOSE_STAGES), desc=f"diagnose eps={eps:.3g}", disable=not progress, leave=False)
 
-    def correct_after(stage: str, attack) -> torch.Tensor:
-        bar.set_postfix_str(stage)
+    def correct_after(attack: Attack) -> torch.Tensor:
+        bar.set_postfix_str(attack.name)
         correct = correct_under(model, attack, x, y, batch_size)
         bar.update(1)
         return correct
 
     clean = predict(model, x, batch_size) == y
-    fgsm_correct = correct_after("FGSM", lambda m, xb, yb: fgsm(m, xb, yb, eps))
-    pgd_correct = correct_after("PGD-20", lambda m, xb, yb: pgd(m, xb, yb, eps, steps=20, seed=seed))
-    strong_correct = correct_after(f"PGD-{steps}x{restarts}", lambda m, xb, yb: pgd(
-        m, xb, yb, eps, steps=steps, restarts=restarts, seed=seed + 1, early_stop=True))
-    large_correct = correct_after(f"PGD-20 at eps {large_eps:g}",
-                                  lambda m, xb, yb: pgd(m, xb, yb, large_eps, steps=20, seed=seed))
+    fgsm_correct = correct_after(Attack("FGSM", fgsm, dict(eps=eps)))
+    pgd_correct = correct_after(Attack("PGD-20", pgd, dict(eps=eps, steps=20, seed=seed)))
+    strong_correct = correct_after(Attack(f"PGD-{steps}x{restarts}", pgd, dict(
+        eps=eps, steps=steps, restarts=restarts, seed=seed + 1, early_stop=True)))
+    large_correct = correct_after(Attack(f"PGD-20 at eps {large_eps:g}", pgd, dict(eps=large_eps, steps=20, seed=seed)))
     m["clean_acc"] = _mean(clean)
     m["fgsm_acc"] = _mean(fgsm_correct)
     m["fgsm_robust_acc"] = _mean(clean & fgsm_correct)
@@ -255,7 +254,7 @@ def diagnose(
             EXPLANATIONS["transfer_stronger_than_white_box"], "no surrogate (pass surrogate=model or a DataBundle)")
         bar.update(1)
     else:
-        transfer_correct = correct_after("transfer", lambda m, xb, yb: transfer_attack(m, xb, yb, eps, transfer_model))
+        transfer_correct = correct_after(Attack("transfer", transfer_attack, dict(eps=eps, surrogate=transfer_model)))
         m["transfer_robust_acc"] = _mean(clean & transfer_correct)
         add("transfer_stronger_than_white_box", m["pgd20_robust_acc"] - m["transfer_robust_acc"], 0.02,
             detail=f"(PGD-20 {m['pgd20_robust_acc']:.3f} vs transfer {m['transfer_robust_acc']:.3f})")

@@ -14,13 +14,11 @@ that produced it. It is not a *verified* (certified) robust accuracy.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._checks import (
     as_names,
@@ -31,9 +29,9 @@ from .._checks import (
     check_label_tensor,
     unknown_name_error,
 )
-from ..attacks import AutoAttack
+from ..attacks import make_attack
 from ..attacks.core import ATTACK_BATCH_SIZE
-from .robustness import correct_under, make_attack, predict
+from .core import run_attacks
 
 LADDER_LEVELS: dict[str, tuple[str, ...]] = {
     # A few minutes on a CPU for a small model and ~1000 images.
@@ -156,20 +154,17 @@ def ladder(
     check_inputs(model, x, y, allow_empty=False, what="ladder")
     eps = check_eps(eps)
     built = [make_attack(spec, eps, seed) for spec in attacks]
-    clean_correct = predict(model, x, batch_size, amp) == y
-    worst = clean_correct.clone()
-    report = LadderReport(eps=eps, n=int(y.numel()), clean_acc=float(clean_correct.float().mean()), reported=0.0)
+    evaluation = run_attacks(model, x, y, built, batch_size, amp, progress, desc=f"ladder eps={eps:.3g}")
+    report = LadderReport(eps=eps, n=evaluation.n, clean_acc=evaluation.clean_acc, reported=0.0)
     accuracies, seconds, worst_cases = [], [], []
-    for attack in tqdm(built, desc=f"ladder eps={eps:.3g}", disable=not progress, leave=False):
-        started = time.perf_counter()
-        whole = isinstance(attack, AutoAttack)
-        survived = clean_correct & correct_under(model, attack, x, y, y.numel() if whole else batch_size, amp)
-        seconds.append(time.perf_counter() - started)
-        if whole and attack.last_result is not None:
-            report.autoattack = dict(attack.last_result.breakdown)
-        worst &= survived
-        report.correct[attack.name] = worst.clone()
-        accuracies.append(float(survived.float().mean()))
+    worst = evaluation.clean.clone()
+    for outcome in evaluation.outcomes:
+        if "breakdown" in outcome.details:
+            report.autoattack = outcome.details["breakdown"]
+        worst &= outcome.robust
+        report.correct[outcome.name] = worst.clone()
+        accuracies.append(outcome.accuracy)
+        seconds.append(outcome.seconds)
         worst_cases.append(float(worst.float().mean()))
     names = [attack.name for attack in built]
     if reported is None:

@@ -19,7 +19,7 @@ from ..attacks import pgd
 from ..attacks.core import checked_inputs
 from ..data import BatchIterator, DataBundle, Split, stratified_indices
 from ..data.loader import _epoch_seed
-from ..evaluate.robustness import labels_from_scores
+from ..evaluate.core import labels_from_scores
 from ..methods import Batch, Method, Recipe, Step, StepOutput, TrainConfig, get
 from ..models import Normalize
 from ..precision import autocast, grad_scaler, resolve_amp

@@ -36,7 +36,6 @@ from .geometry import plot_prototype_geometry, prototype_angles
 from .images import plot_image_grid
 from .inspection import PointDetails, describe_point, plot_point, point_details
 from .landscape import (
-    loss_along_fgsm,
     loss_landscape,
     plot_gradient_norms,
     plot_loss_along_fgsm,
@@ -52,7 +51,7 @@ __all__ = [
     "PROJECTION_METHODS", "ExplorerData", "FeatureExplorer", "Features", "PointDetails", "Projection",
     "LinkedExplorer", "PrototypeExplorer", "describe_point", "linked_explorer", "plot_point", "point_details",
     "clear_projection_cache", "default_layers", "explorer", "extract", "feature_centres",
-    "features_of", "layer_names", "layerwise_divergence", "loss_along_fgsm", "loss_landscape",
+    "features_of", "layer_names", "layerwise_divergence", "loss_landscape",
     "map_trustworthiness", "margins", "plot_accuracy_vs_eps", "plot_certified_accuracy", "plot_tradeoff",
     "plot_image_grid",
     "plot_embedding", "plot_feature_pca", "plot_feature_space", "plot_ladder", "plot_layer_divergence",

@@ -106,7 +106,7 @@ def precompute(
 
     Args:
         runs: ``{name: model}``. data: a ``DataBundle`` (its test split is used).
-        attacks: attack specs (``robustviz.evaluate.make_attack``).
+        attacks: attack specs (``robustviz.attacks.make_attack``).
         eps_values: the slider's values (default: 0 to the bundle's eps in 4 steps).
         methods: projection methods to offer (empty for direct feature plots).
         n: test points (a stratified, seeded subset, the same for every run).

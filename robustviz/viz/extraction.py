@@ -24,7 +24,7 @@ from torch import nn
 from .._checks import check_inputs, nearest_names_error
 from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode
 from ..data import DataBundle, Split, stratified_indices
-from ..evaluate.robustness import labels_from_scores
+from ..evaluate.core import labels_from_scores
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -101,7 +101,7 @@ def extract(
         data: a ``DataBundle`` (its test split is used), a ``Split`` or ``(x, y)``.
         layer: ``None`` for ``model.features``, or a name from ``layer_names(model)``
             (e.g. ``"body.0.7"``); its output is flattened to ``[N, d]``.
-        attack: an attack spec for ``robustviz.evaluate.make_attack`` (``"fgsm"``,
+        attack: an attack spec for ``robustviz.attacks.make_attack`` (``"fgsm"``,
             ``"pgd-20"``, ...) or a function ``(model, x, y) -> x_adv`` (e.g.
             ``make_attack("pgd-20", 0.3)`` or ``functools.partial(fgsm, eps=0.3)``).
         eps: the attack budget for a spec (default: the bundle's ``eps``).
@@ -240,7 +240,7 @@ def _resolve_attack(attack, eps, data, seed) -> tuple[AttackFn | None, str | Non
     if attack is None:
         return None, None, None
     if isinstance(attack, str):
-        from ..evaluate import make_attack
+        from ..attacks import make_attack
 
         eps = eps if eps is not None else getattr(data, "eps", None)
         if eps is None:

@@ -22,23 +22,7 @@ from torch import nn
 
 from ..attacks.core import eval_mode, input_gradient, prepare_inputs
 from ..attacks.losses import cross_entropy
-from ..evaluate.diagnose import loss_along_fgsm as fgsm_loss_curve
-
-
-def loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 21,
-                    span: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-entropy along ``x + t * sign(grad)``, ``t`` from 0 to ``span * eps``.
-
-    Args:
-        model: the classifier (attacked through ``forward``). x: ``[B, ...]`` in [0, 1].
-        y: ``[B]`` labels. eps: the budget (marks ``t = eps``). points: samples of ``t``.
-        span: how far past eps to go, in units of eps.
-
-    Returns:
-        ``(t [points], loss [B, points])`` as numpy arrays.
-    """
-    steps, curve = fgsm_loss_curve(model, x, y, eps, points, span)
-    return steps.cpu().numpy(), curve.cpu().numpy()
+from ..evaluate.diagnose import loss_along_fgsm
 
 
 def plot_loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, points: int = 21,
@@ -47,7 +31,7 @@ def plot_loss_along_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
 
     Returns a ``Figure`` with one axes (x: step size ``t``, y: cross-entropy).
     """
-    steps, curves = loss_along_fgsm(model, x, y, eps, points, span)
+    steps, curves = (values.cpu().numpy() for values in loss_along_fgsm(model, x, y, eps, points, span))
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     for curve in curves[:max_lines]:

@@ -25,15 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..._precision import at_least_float32
-from ...attacks.core import (
-    crafting_batchnorm,
-    eval_mode,
-    input_gradient,
-    linf_bounds,
-    prepare_inputs,
-    random_start,
-    signed_step,
-)
+from ...attacks import pgd
+from ...attacks.core import crafting_batchnorm
 from ...data import BatchIterator, Split, crop_flip, crop_flip_draws
 from ..base import FIRST_STEP, Batch, Method, Step, StepOutput
 from .head import ClusterHead
@@ -345,17 +338,13 @@ class ClusTRQTrades(ClusTR):
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, clean_log_scores: torch.Tensor) -> torch.Tensor:
         """The one-step adversarial batch ``x_adv`` (same shape as ``x``, in the ball and [0, 1])."""
-        x, y, eps = prepare_inputs(model, x, y, self.eps)
         target = clean_log_scores.detach()
 
         def criterion(scores: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
             return qtrades_consistency(target, scores, "ce")
 
-        with eval_mode(model), crafting_batchnorm(model, self.attack_bn):
-            start = random_start(x, eps, "linf", None)
-            grad, _ = input_gradient(model, start, y, criterion)
-        lower, upper = linf_bounds(x, eps)
-        return signed_step(start, grad, self.step_size, lower, upper).detach()
+        with crafting_batchnorm(model, self.attack_bn):
+            return pgd(model, x, y, self.eps, steps=1, step_size=self.step_size, loss=criterion)
 
     def loss(self, model: nn.Module, batch: Batch, step: Step = FIRST_STEP) -> StepOutput:
         if self.pretraining(step.epoch):
