@@ -260,7 +260,8 @@ def test_trained_trains_once_then_loads_the_cached_run(tmp_path):
     model, history = trained("ce", "blobs", results=tmp_path, progress=False, device="cpu", epochs=2)
     directory = run_path("ce", "blobs", results=tmp_path, epochs=2)
     assert is_finished(directory) and len(history) == 2 and not model.training
-    assert json.loads((directory / "run.json").read_text())["overrides"] == {"epochs": 2}
+    stored = json.loads((directory / "run.json").read_text())
+    assert stored["overrides"] == {"epochs": 2} and stored["config"]["epochs"] == 2  # the resolved row
     stamp = (directory / "model.pt").stat().st_mtime_ns
     again, again_history = trained("ce", "blobs", results=tmp_path, progress=False, device="cpu", epochs=2)
     assert (directory / "model.pt").stat().st_mtime_ns == stamp, "a finished run must not be retrained"

@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "--epochs, --steps, --eps or --set change a setting. An existing run there is never "
                     "replaced silently: pass --resume to continue it, --overwrite to train it again, or --out.")
     train.add_argument("--list", action="store_true", help="list the recipes and exit")
+    train.add_argument("--show-config", action="store_true",
+                       help="print every resolved setting of this run, with its unit, and exit")
     train.add_argument("--method", default="ce", help="recipe key (see --list; default ce)")
     train.add_argument("--dataset", default="mnist-mini",
                        help="mnist-mini (default, embedded), mnist, fashion-mnist, cifar10, cifar100, svhn "
@@ -314,6 +316,13 @@ def run_train_command(args) -> int:
     for key in ("epochs", "steps", "eps"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
+    if args.show_config:
+        from ..settings import show_config
+
+        family = data.family_of(args.dataset)
+        print(show_config(recipe.config(family, args.profile, **overrides),
+                          f"{args.method} on {args.dataset} ({family} family), profile {args.profile}:"))
+        return 0
     bundle = data.load(args.dataset, root=args.root, download=args.download, n_train=args.n_train, seed=args.seed)
     recipe.config(bundle.family, args.profile, **overrides)  # every setting checked before anything is written
     out = Path(args.out) if args.out else run_path(args.method, args.dataset, args.profile, args.seed,

@@ -159,8 +159,10 @@ def trained(
     model, history = train_model(method, bundle, profile, seed, device=device, checkpoint_dir=directory,
                                  resume=True, progress=progress and not finished, **overrides)
     if not (directory / RUN_FILE).exists():
+        from ..methods import get
+
         settings = {"method": method, "dataset": dataset, "profile": profile, "seed": seed, "n_train": n_train,
-                    "overrides": overrides}
+                    "overrides": overrides, "config": get(method).config(bundle.family, profile, **overrides).to_dict()}
         (directory / RUN_FILE).write_text(json.dumps(settings, indent=1, default=_jsonable))
     return model.eval(), history
 

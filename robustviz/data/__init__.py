@@ -20,6 +20,7 @@ from .sources import TORCHVISION_SETS, load_folder, load_torchvision, load_toy
 NAMES = ("mnist-mini", *TORCHVISION_SETS, "moons", "blobs", "folder:<path>")
 
 __all__ = [
+    "family_of",
     "BatchIterator", "DataBundle", "Split", "NAMES", "build_mnist_mini", "channel_stats",
     "crop_flip", "crop_flip_draws", "default_root", "load", "random_crop_flip", "stratified_indices",
 ]
@@ -28,6 +29,27 @@ __all__ = [
 def default_root() -> Path:
     """The repository's ``data/`` folder (where ``mnist-mini.npz`` ships)."""
     return Path(__file__).resolve().parents[2] / "data"
+
+
+def family_of(name: str) -> str:
+    """The dataset family recipes pick their settings by, from the dataset's name alone.
+
+    ``"mnist"`` (mnist-mini, MNIST, Fashion-MNIST), ``"cifar"`` (CIFAR-10/100, SVHN and
+    ``folder:`` image sets) or ``"toy"`` (moons, blobs).
+
+    Example:
+        >>> family_of("cifar10"), family_of("blobs")
+        ('cifar', 'toy')
+    """
+    if name == "mnist-mini":
+        return "mnist"
+    if name in TORCHVISION_SETS:
+        return TORCHVISION_SETS[name][1]
+    if name in ("moons", "blobs"):
+        return "toy"
+    if name.startswith("folder:"):
+        return "cifar"
+    raise unknown_name_error("dataset", name, NAMES)
 
 
 def load(

@@ -17,18 +17,42 @@ Example:
 from __future__ import annotations
 
 from .._checks import unknown_name_error
+from ..settings import BASE_CONFIGS, FAMILIES, PROFILES, TrainConfig, shortened
 from . import adr, clustr, drp, gce, singlestep, standard, trades
-from .base import BASE_CONFIGS, FAMILIES, PROFILES, Batch, Method, Recipe, Step, StepOutput, TrainConfig, shortened
+from .base import Batch, Method, Recipe, Step, StepOutput
 
 __all__ = [
     "BASE_CONFIGS", "FAMILIES", "METHOD_FOLDERS", "PROFILES", "RECIPES", "Batch", "Method", "Recipe", "Step",
-    "StepOutput", "TrainConfig", "get", "list_recipes", "shortened",
+    "StepOutput", "TrainConfig", "get", "list_recipes", "register", "shortened",
 ]
 
 # The registry: one line per method folder, in the order of the course (baselines first).
 METHOD_FOLDERS = [standard, trades, gce, drp, clustr, adr, singlestep]
 
-RECIPES: dict[str, Recipe] = {recipe.key: recipe for folder in METHOD_FOLDERS for recipe in folder.RECIPES}
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(folder) -> None:
+    """Add the recipes of a method folder (a module with a ``RECIPES`` list) to the registry.
+
+    The package's own folders are registered at import; a method of your own (a folder on
+    your path, or a notebook's module) is registered the same way, after which
+    ``train_model``, ``robustviz compare`` and the run cache know its recipes by key.
+
+    Example:
+        >>> from robustviz.methods import RECIPES, register, standard
+        >>> register(standard)  # already there: registering again changes nothing
+        >>> "pgd_at" in RECIPES
+        True
+    """
+    for recipe in folder.RECIPES:
+        if RECIPES.get(recipe.key, recipe) is not recipe:
+            raise ValueError(f"a recipe called {recipe.key!r} is already registered; give yours another key")
+        RECIPES[recipe.key] = recipe
+
+
+for _folder in METHOD_FOLDERS:
+    register(_folder)
 
 
 def get(key: str) -> Recipe:

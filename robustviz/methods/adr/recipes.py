@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..base import Recipe, shortened
+from ...settings import shortened
+from ..base import Recipe
 from .method import ADR
 
 _MNIST_FULL = dict(model="smallcnn", method_kwargs=dict(steps=40, step_size=0.01, alpha=1.0, beta=1.0,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..base import Recipe, shortened
+from ...settings import shortened
+from ..base import Recipe
 from .method import GCEAdversarialTraining, GuidedComplementEntropyTraining
 
 # The official MNIST setting (spec §3.1): LeNet-5, Adam 1e-3, batch 64, 20 epochs, constant lr,

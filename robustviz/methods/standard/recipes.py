@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..base import Recipe, shortened
+from ...settings import shortened
+from ..base import Recipe
 from .method import AdversarialTraining, CrossEntropy
 
 # Wong et al.'s fast-AT setting (train_fgsm.py), shared by the two single-step baselines on

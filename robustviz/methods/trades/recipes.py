@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..base import Recipe, shortened
+from ...settings import shortened
+from ..base import Recipe
 from .method import TRADES
 
 _MNIST_FULL = dict(model="smallcnn", epochs=100, batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9,
