@@ -104,16 +104,23 @@ def wide_resnet_trunk(in_channels: int, depth: int, widen: int) -> tuple[nn.Modu
     ``(depth - 4)`` must be divisible by 6; each of the 3 stages has ``(depth-4)/6`` blocks.
     Returns the trunk (images -> pooled ``[B, 64*widen]``) and ``64 * widen``.
     """
+    return _wide_trunk(in_channels, depth, widen, PreActBlock, stem_bias=False, bn_momentum=0.1)
+
+
+def _wide_trunk(in_channels: int, depth: int, widen: int, block, stem_bias: bool,
+                bn_momentum: float) -> tuple[nn.Module, int]:
+    """Stem conv3x3(16), three stages of ``(depth - 4) / 6`` ``block``s of widths 16k, 32k, 64k,
+    BatchNorm, ReLU and average pooling; returns the trunk and its width ``64 * widen``."""
     if (depth - 4) % 6:
         raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
     n = (depth - 4) // 6
     widths = [16, 16 * widen, 32 * widen, 64 * widen]
     trunk = nn.Sequential(
-        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-        _stage(PreActBlock, widths[0], widths[1], n, 1),
-        _stage(PreActBlock, widths[1], widths[2], n, 2),
-        _stage(PreActBlock, widths[2], widths[3], n, 2),
-        nn.BatchNorm2d(widths[3]), nn.ReLU(),
+        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=stem_bias),
+        _stage(block, widths[0], widths[1], n, 1),
+        _stage(block, widths[1], widths[2], n, 2),
+        _stage(block, widths[2], widths[3], n, 2),
+        nn.BatchNorm2d(widths[3], momentum=bn_momentum), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
     return trunk, widths[3]
@@ -154,20 +161,9 @@ def satrx_wide_resnet_trunk(in_channels: int, depth: int = 28, widen: int = 10) 
 
     Returns the trunk (images -> pooled ``[B, 64*widen]``) and ``64 * widen``.
     """
-    if (depth - 4) % 6:
-        raise ValueError(f"WideResNet depth must be 6n+4, got {depth}")
-    n = (depth - 4) // 6
-    widths = [16, 16 * widen, 32 * widen, 64 * widen]
-    trunk = nn.Sequential(
-        nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=True),
-        _stage(WideBasic, widths[0], widths[1], n, 1),
-        _stage(WideBasic, widths[1], widths[2], n, 2),
-        _stage(WideBasic, widths[2], widths[3], n, 2),
-        nn.BatchNorm2d(widths[3], momentum=0.9), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-    )
+    trunk, width = _wide_trunk(in_channels, depth, widen, WideBasic, stem_bias=True, bn_momentum=0.9)
     for module in trunk.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.xavier_uniform_(module.weight, gain=math.sqrt(2))
             nn.init.zeros_(module.bias)
-    return trunk, widths[3]
+    return trunk, width
