@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._checks import unknown_name_error
+from ..attacks.core import crafting_batchnorm
 from ..data import BatchIterator, Split
 from ..settings import BASE_CONFIGS, FAMILIES, PROFILES, TrainConfig
 
@@ -162,6 +163,35 @@ def ramp_factor(progress: float, ramp: float) -> float:
     if not 0.0 <= ramp <= 1.0:
         raise ValueError(f"eps_ramp must be a fraction of training in [0, 1], got {ramp}")
     return 1.0 if ramp <= 0 else min(1.0, progress / ramp)
+
+
+class AttackingMethod(Method):
+    """A method that crafts a training-time attack: the settings such methods share.
+
+    Args:
+        eps: L-inf budget in [0, 1] pixel units.
+        steps: attack steps.
+        step_size: attack step at full eps, [0, 1] pixel units (default ``2.5 * eps / steps``).
+        eps_ramp: fraction of training over which eps and the step grow linearly from 0
+            (``ramp_factor``); 0 disables the ramp.
+        attack_bn: BatchNorm mode while crafting: ``"eval"`` (running statistics) or
+            ``"train"`` (the batch's own statistics, ``attacks.core.crafting_batchnorm``).
+    """
+
+    def __init__(self, eps: float, steps: int, step_size: float | None, eps_ramp: float, attack_bn: str) -> None:
+        crafting_batchnorm(nn.Identity(), attack_bn)  # validates the mode
+        ramp_factor(0.0, eps_ramp)  # validates the ramp
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        self.eps = eps
+        self.steps = steps
+        self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
+        self.eps_ramp = eps_ramp
+        self.attack_bn = attack_bn
+
+    def ramp_factor(self, step: Step) -> float:
+        """Fraction of the full eps (and step) in use at ``step`` (1 after the ramp)."""
+        return ramp_factor(step.progress, self.eps_ramp)
 
 
 @dataclass(frozen=True)

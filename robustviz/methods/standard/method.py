@@ -25,7 +25,7 @@ from torch import nn
 from ..._precision import at_least_float32
 from ...attacks import pgd
 from ...attacks.core import crafting_batchnorm
-from ..base import FIRST_STEP, Batch, Method, Step, StepOutput, ramp_factor
+from ..base import FIRST_STEP, AttackingMethod, Batch, Method, Step, StepOutput
 
 
 class CrossEntropy(Method):
@@ -42,7 +42,7 @@ class CrossEntropy(Method):
         return StepOutput(loss, scores, {"ce": loss.detach()})
 
 
-class AdversarialTraining(Method):
+class AdversarialTraining(AttackingMethod):
     """Train on adversarial examples crafted by L-inf PGD against the current model.
 
     Loss per batch: ``(1 - w) * CE(f(x_adv), y) + w * CE(f(x), y)`` with ``w = clean_weight``
@@ -81,22 +81,11 @@ class AdversarialTraining(Method):
         eps_ramp: float = 0.0,
         attack_bn: str = "eval",
     ) -> None:
-        super().__init__()
-        crafting_batchnorm(nn.Identity(), attack_bn)  # validates the mode
+        super().__init__(eps, steps, step_size, eps_ramp, attack_bn)
         if not 0.0 <= clean_weight <= 1.0:
             raise ValueError(f"clean_weight must be in [0, 1], got {clean_weight}")
-        ramp_factor(0.0, eps_ramp)  # validates the ramp
-        self.eps = eps
-        self.steps = steps
-        self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
         self.random_start = random_start
         self.clean_weight = clean_weight
-        self.eps_ramp = eps_ramp
-        self.attack_bn = attack_bn
-
-    def ramp_factor(self, step: Step) -> float:
-        """Fraction of the full eps in use at ``step`` (1 after the ramp)."""
-        return ramp_factor(step.progress, self.eps_ramp)
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: Step = FIRST_STEP) -> torch.Tensor:
         """The training-time adversarial examples for a batch."""

@@ -15,11 +15,11 @@ from torch import nn
 
 from ...attacks.core import crafting_batchnorm
 from ...attacks.trades import trades_attack
-from ..base import FIRST_STEP, Batch, Method, Step, StepOutput, ramp_factor
+from ..base import FIRST_STEP, AttackingMethod, Batch, Step, StepOutput
 from .loss import trades_loss
 
 
-class TRADES(Method):
+class TRADES(AttackingMethod):
     """TRADES training: crafts ``x'`` with the KL attack, minimises ``CE + beta * KL``.
 
     Args:
@@ -55,24 +55,11 @@ class TRADES(Method):
         eps_ramp: float = 0.0,
         attack_bn: str = "eval",
     ) -> None:
-        super().__init__()
-        crafting_batchnorm(nn.Identity(), attack_bn)  # validates the mode
+        super().__init__(eps, steps, step_size, eps_ramp, attack_bn)
         if beta < 0:
             raise ValueError(f"beta must be >= 0, got {beta}")
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
-        ramp_factor(0.0, eps_ramp)  # validates the ramp
-        self.eps = eps
-        self.steps = steps
-        self.step_size = 2.5 * eps / max(steps, 1) if step_size is None else step_size
         self.beta = beta
         self.init_std = init_std
-        self.eps_ramp = eps_ramp
-        self.attack_bn = attack_bn
-
-    def ramp_factor(self, step: Step) -> float:
-        """Fraction of the full eps in use at ``step`` (1 after the ramp)."""
-        return ramp_factor(step.progress, self.eps_ramp)
 
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: Step = FIRST_STEP) -> torch.Tensor:
         """The training-time KL adversarial examples for a batch (global RNG for the start)."""
