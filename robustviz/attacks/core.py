@@ -165,6 +165,20 @@ def signed_step(
     return clip_to(x_adv + step_size * direction.sign(), lower, upper)
 
 
+def unprojected_step(x_start: torch.Tensor, direction: torch.Tensor, step_size: float) -> torch.Tensor:
+    """``clip_[0,1](x_start + step_size * sign(direction))``: a signed step projected onto no eps-ball.
+
+    Not an attack of the contract: from a start away from ``x`` (a random corner) the result
+    can leave the ball around ``x``. SAT-R2/R3 take their training samples so, as their
+    authors' code does; everywhere else use ``signed_step`` with ``linf_bounds``.
+
+    Example:
+        >>> unprojected_step(torch.tensor([[0.5, 0.95]]), torch.tensor([[1.0, 1.0]]), 0.1)
+        tensor([[0.6000, 1.0000]])
+    """
+    return (x_start + step_size * direction.sign()).clamp(0.0, 1.0)
+
+
 def l2_normalize(v: torch.Tensor) -> torch.Tensor:
     """Scale every sample of ``v`` ``[B, ...]`` to unit L2 norm (zero stays zero)."""
     norms = v.flatten(1).norm(dim=1).clamp_min(1e-12)

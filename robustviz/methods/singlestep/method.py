@@ -55,7 +55,14 @@ from torch import nn
 
 from ..._checks import check_eps
 from ...attacks import fgsm, pgd
-from ...attacks.core import crafting_batchnorm, eval_mode, input_gradient, prepare_inputs, project_linf
+from ...attacks.core import (
+    crafting_batchnorm,
+    eval_mode,
+    input_gradient,
+    prepare_inputs,
+    project_linf,
+    unprojected_step,
+)
 from ...attacks.losses import cross_entropy
 from ..base import FIRST_STEP, Batch, Method, Step, StepOutput
 from .loss import check_r3_settings, sat_r1_loss, sat_r2_loss, sat_r3_loss
@@ -167,8 +174,8 @@ def sat_r2_samples(
     x_r = random_corner(x_work, alpha, generator)
     signs = _gradient_sign(model, torch.cat([x_work, x_r]), torch.cat([y_work, y_work]))
     batch = x_work.shape[0]
-    x_fgsm = (x_work + eps * signs[:batch]).clamp(0.0, 1.0)
-    x_rfgsm = (x_r + eps * signs[batch:]).clamp(0.0, 1.0)
+    x_fgsm = unprojected_step(x_work, signs[:batch], eps)  # from x: inside the ball
+    x_rfgsm = unprojected_step(x_r, signs[batch:], eps)  # from the corner: leaves it by up to alpha
     if project:
         x_rfgsm = project_linf(x_rfgsm, x_work, eps)
     return _like(x_fgsm, x), _like(x_rfgsm, x)
@@ -202,8 +209,8 @@ def sat_r3_samples(
     x_work, y_work, _ = prepare_inputs(model, x, y, eps_hi)
     x_r = random_corner(x_work, alpha, generator).clamp(0.0, 1.0)
     g = _gradient_sign(model, x_r, y_work)
-    x_lo = (x_r + eps_lo * g).clamp(0.0, 1.0)
-    x_hi = (x_r + eps_hi * g).clamp(0.0, 1.0)
+    x_lo = unprojected_step(x_r, g, eps_lo)  # both leave their balls by up to alpha
+    x_hi = unprojected_step(x_r, g, eps_hi)
     if project:
         x_lo, x_hi = project_linf(x_lo, x_work, eps_lo), project_linf(x_hi, x_work, eps_hi)
     return _like(x_lo, x), _like(x_hi, x)
