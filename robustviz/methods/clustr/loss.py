@@ -10,7 +10,7 @@ cluster ``m(n)`` of class ``y_n``:
 * one scalar variance over all embedding dimensions,
   ``sigma^2 = sum_n ||r_n - mu_m(n)||^2 / (N - 1)`` (not per dimension, not squared again);
 * ``l_n = max(0, -log( exp(-||r_n - mu_m(n)||^2 / (2 sigma^2) - alpha)
-  / (sum_{m': class(m') != y_n} exp(-||r_n - mu_m'||^2 / (2 sigma^2)) + eps) + eps ))``.
+  / (sum_{m': class(m') != y_n} exp(-||r_n - mu_m'||^2 / (2 sigma^2)) + floor) + floor ))``.
 
 The denominator runs over the batch clusters of *other* classes only (the impostors); the
 example's own cluster and its same-class sibling clusters are excluded. ``sigma^2`` is not
@@ -75,14 +75,14 @@ def magnet_loss(
     cluster: torch.Tensor,
     y: torch.Tensor,
     alpha: float = 12.5,
-    eps: float = 1e-8,
+    floor: float = 1e-8,
     validate: bool = True,
 ) -> MagnetTerms:
     """The minibatch Magnet loss of spec §2.2, vectorised, with per-example values.
 
-    The formula is evaluated in the log domain: ``log(D + eps)`` is a ``logsumexp`` over the
-    impostor log-kernels plus a ``log(eps)`` column, and ``-log(ratio + eps)`` is
-    ``-logaddexp(log ratio, log eps)``. This is the same number as the official code's
+    The formula is evaluated in the log domain: ``log(D + floor)`` is a ``logsumexp`` over the
+    impostor log-kernels plus a ``log(floor)`` column, and ``-log(ratio + floor)`` is
+    ``-logaddexp(log ratio, log floor)``. This is the same number as the official code's
     ``exp``-then-``log`` formula wherever that one does not underflow, and it stays exact
     (with finite gradients) where it does; same-class clusters are masked with ``-inf``
     in log space, i.e. *after* exponentiation (pitfall 4).
@@ -93,7 +93,7 @@ def magnet_loss(
             members of a cluster must share a class.
         y: class of each example ``[N]`` (int64).
         alpha: margin in units of ``sigma^2`` (ClusTR: 12.5; Magnet paper: 1.0).
-        eps: the ``1e-8`` added inside and outside the log in the official code; ``> 0``.
+        floor: the ``1e-8`` added inside and outside the log in the official code; ``> 0``.
         validate: check the cluster ids and the batch variance (reads values back from the
             device). ``False`` trusts a sampler that built the batch (ClusTR's training
             step): the loss then runs without waiting for the device, ``cluster_means`` has one
@@ -109,7 +109,7 @@ def magnet_loss(
     """
     z = at_least_float32(z)
     if validate:
-        cluster_classes = _check_magnet_inputs(z, cluster, y, eps)
+        cluster_classes = _check_magnet_inputs(z, cluster, y, floor)
         present = torch.ones_like(cluster_classes, dtype=torch.bool)
     else:  # ids are < N; ids no example has take no part
         cluster_classes = torch.zeros(z.shape[0], dtype=y.dtype, device=y.device).scatter_(0, cluster, y)
@@ -125,16 +125,16 @@ def magnet_loss(
         )
     log_kernel = -dist / (2 * variance)  # [N, M]
     impostor = (cluster_classes[None, :] != y[:, None]) & present[None, :]  # [N, M]
-    log_eps = torch.full((z.shape[0], 1), math.log(eps), dtype=z.dtype, device=z.device)
+    log_floor = torch.full((z.shape[0], 1), math.log(floor), dtype=z.dtype, device=z.device)
     log_denominator = torch.logsumexp(
-        torch.cat([log_kernel.masked_fill(~impostor, float("-inf")), log_eps], dim=1), dim=1
+        torch.cat([log_kernel.masked_fill(~impostor, float("-inf")), log_floor], dim=1), dim=1
     )
     log_ratio = -own / (2 * variance) - alpha - log_denominator
-    per_example = F.relu(-torch.logaddexp(log_ratio, log_eps.squeeze(1)))
+    per_example = F.relu(-torch.logaddexp(log_ratio, log_floor.squeeze(1)))
     return MagnetTerms(per_example.mean(), per_example, variance, means)
 
 
-def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor, floor: float) -> torch.Tensor:
     """Validate the inputs; return the class of every batch cluster ``[M]``."""
     if z.dim() != 2:
         raise ValueError(f"z must be [N, d] embeddings, got shape {tuple(z.shape)}")
@@ -144,8 +144,8 @@ def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor
     for name, t in (("cluster", cluster), ("y", y)):
         if t.shape != (n,) or t.dtype != torch.int64:
             raise ValueError(f"{name} must be int64 of shape [{n}], got {t.dtype} {tuple(t.shape)}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (it keeps the log finite), got {eps}")
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0 (it keeps the log finite), got {floor}")
     if int(cluster.min()) < 0:
         raise ValueError("cluster ids must be >= 0")
     num_clusters = int(cluster.max()) + 1
@@ -161,17 +161,17 @@ def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor
 
 
 class MagnetLoss(nn.Module):
-    """``magnet_loss`` with fixed ``alpha`` and ``eps``; ``forward(z, cluster, y) -> MagnetTerms``."""
+    """``magnet_loss`` with fixed ``alpha`` and ``floor``; ``forward(z, cluster, y) -> MagnetTerms``."""
 
-    def __init__(self, alpha: float = 12.5, eps: float = 1e-8) -> None:
+    def __init__(self, alpha: float = 12.5, floor: float = 1e-8) -> None:
         super().__init__()
-        self.alpha, self.eps = alpha, eps
+        self.alpha, self.floor = alpha, floor
 
     def forward(self, z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor) -> MagnetTerms:
-        return magnet_loss(z, cluster, y, self.alpha, self.eps)
+        return magnet_loss(z, cluster, y, self.alpha, self.floor)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, eps={self.eps}"
+        return f"alpha={self.alpha}, floor={self.floor}"
 
 
 def qtrades_consistency(
