@@ -132,7 +132,8 @@ class DRP(Method):
             f"{geometry['min_angle']:.1f} deg (simplex bound {geometry['simplex_angle']:.1f}), L-inf norms "
             f"{geometry['min_linf_norm']:.3g}-{geometry['max_linf_norm']:.3g}, self-consistency "
             f"{geometry['self_consistency']:.2f} (fraction of prototypes classified as their own class). "
-            + ("The released generator is unbounded (spec drp.md §2.2.2); use it only to reproduce the paper."
+            + ("The released generator is unbounded (robustviz/methods/drp/README.md, \"Unbounded prototype "
+               "generator\"); use it only to reproduce the paper."
                if self.kind == "faithful" else ""),
             RuntimeWarning, stacklevel=3,
         )
@@ -148,6 +149,7 @@ def _check_linear_features(model: nn.Module) -> None:
     if leaves and not isinstance(leaves[-1], nn.Linear):
         raise ValueError(
             f"DRP regresses the features onto prototypes with negative entries, but this model's features end "
-            f"in {type(leaves[-1]).__name__}, not a linear layer (spec pitfall 6). Build the model with "
+            f"in {type(leaves[-1]).__name__}, not a linear layer (robustviz/methods/drp/README.md, \"Features "
+            "must come from a linear layer\"). Build the model with "
             "feat_dim=d (robustviz.models.build(..., feat_dim=16)) to add a linear embedding."
         )

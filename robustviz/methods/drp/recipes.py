@@ -43,7 +43,7 @@ RECIPES: list[Recipe] = [
     Recipe(
         key="drp",
         summary="fixed repulsive class prototypes (sphere = simplex here), per-sample cosine regression; no AT",
-        paper="Serban, Poll & Visser 2021, arXiv:2105.12427 (well-posed prototypes, spec drp.md §2.6 B)",
+        paper="Serban, Poll & Visser 2021, arXiv:2105.12427 (with well-posed prototypes, a robustviz variant)",
         make=DRP,
         # The cosine loss, not the L-inf loss: the L-inf loss trains one output coordinate per
         # sample and learns far more slowly (README.md, "Notes").
@@ -52,7 +52,7 @@ RECIPES: list[Recipe] = [
     Recipe(
         key="drp_faithful",
         summary="DRP as released: unbounded L-inf-sum prototypes, L-inf regression (evaluation-pitfalls lesson)",
-        paper="Serban, Poll & Visser 2021, arXiv:2105.12427 (official code, spec drp.md §2.6 A)",
+        paper="Serban, Poll & Visser 2021, arXiv:2105.12427 (official code)",
         make=DRP,
         overrides=_overrides(
             {

@@ -226,7 +226,7 @@ def _check_inputs(logits: torch.Tensor, y: torch.Tensor) -> int:
     if num_classes < 3:
         raise ValueError(
             f"guided complement entropy needs K >= 3 classes, got K={num_classes}: with K=2 the "
-            "complement has one class, its entropy is always 0 and log(K-1) = 0 (spec §2.9). "
+            "complement has one class, its entropy is always 0 and log(K-1) = 0. "
             "Use cross-entropy for binary problems."
         )
     check_labels(y, num_classes, "y")
