@@ -162,7 +162,12 @@ def global_compactness(
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy of ``softmax(logits)`` per sample, ``-sum_c p_c log p_c``, in nats: ``[b, K] -> [b]``.
+    """Shannon entropy of ``softmax(logits)`` per sample, ``-sum_c p_c log p_c``.
+
+    Args:
+        logits: ``[b, K]``.
+    Returns:
+        ``[b]`` entropies in ``[0, log K]`` nats.
 
     Example:
         >>> entropy(torch.zeros(1, 4))
@@ -194,7 +199,11 @@ def conditional_entropy(adv_logits: torch.Tensor) -> torch.Tensor:
 def soft_cross_entropy(target_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against a soft, detached target: ``CE(sg softmax(target_logits), logits)`` per sample.
 
-    ``[b, K], [b, K] -> [b]``, in nats.
+    Args:
+        target_logits: logits of the target distribution ``[b, K]`` (no gradient reaches them).
+        logits: ``[b, K]``.
+    Returns:
+        ``[b]`` values in nats.
 
     Example:
         >>> soft_cross_entropy(torch.zeros(1, 4), torch.zeros(1, 4))
@@ -229,7 +238,11 @@ def vat_consistency(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> tor
 def pairwise_soft_cross_entropy(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
     """Soft cross-entropy of every (adversarial ``i``, clean ``j``) pair: ``C[i, j] = CE(sg p(x_j), logits(x_adv_i))``.
 
-    ``[b, K], [b, K] -> [b, b]``, in nats.
+    Args:
+        clean_logits: ``[b, K]`` (no gradient reaches them).
+        adv_logits: ``[b, K]``.
+    Returns:
+        ``[b, b]`` values in nats.
 
     Example:
         >>> pairwise_soft_cross_entropy(torch.zeros(2, 4), torch.zeros(2, 4)).shape
@@ -253,6 +266,8 @@ def global_smoothness(
     Args:
         clean_logits: ``[b, K]``. adv_logits: ``[b, K]``. y: labels ``[b]``.
         scale: see ``label_weights``.
+    Returns:
+        a scalar in nats (can be negative).
 
     Example:
         >>> global_smoothness(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 0]))

@@ -169,6 +169,11 @@ def smooth_max_cosine_gradient(unit: torch.Tensor, temperature: float = 20.0) ->
         temperature: t > 0.
     Returns:
         ``[K, d]``, orthogonal to each row of ``unit``.
+
+    Example:
+        >>> unit = simplex_prototypes(3, 2).double()
+        >>> smooth_max_cosine_gradient(unit).abs().max() < 1e-6  # the simplex is a critical point
+        tensor(True)
     """
     k = unit.shape[0]
     cosines = (unit @ unit.T).masked_fill(torch.eye(k, dtype=torch.bool, device=unit.device), float("-inf"))
@@ -402,19 +407,52 @@ def _separation_gradient(prototypes: torch.Tensor, objective: str, weight: float
 
 
 def max_cosine(prototypes: torch.Tensor) -> float:
-    """The largest off-diagonal cosine: how close the two most similar prototypes are."""
+    """The largest off-diagonal cosine ``max_{i != j} cos(p_i, p_j)``: how close the two most similar prototypes are.
+
+    Args:
+        prototypes: ``[K, d]``.
+    Returns:
+        a float in [-1, 1].
+
+    Example:
+        >>> max_cosine(torch.eye(3))
+        0.0
+    """
     cosines = pairwise_cosines(prototypes)
     eye = torch.eye(cosines.shape[0], dtype=torch.bool, device=cosines.device)
     return float(cosines.masked_fill(eye, float("-inf")).max())
 
 
 def min_angle(prototypes: torch.Tensor) -> float:
-    """The smallest pairwise angle in degrees, ``arccos(max_cosine)``."""
+    """The smallest pairwise angle in degrees, ``arccos(max_cosine)``.
+
+    Args:
+        prototypes: ``[K, d]``.
+    Returns:
+        a float in [0, 180] degrees.
+
+    Example:
+        >>> min_angle(torch.eye(3))
+        90.0
+    """
     return math.degrees(math.acos(max(-1.0, min(1.0, max_cosine(prototypes)))))
 
 
 def min_distance(prototypes: torch.Tensor, q: float = float("inf")) -> float:
-    """The smallest pairwise L-q distance (default L-inf, the released generator's metric)."""
+    """The smallest pairwise L-q distance ``min_{i != j} ||p_i - p_j||_q``.
+
+    The default L-inf is the released generator's metric.
+
+    Args:
+        prototypes: ``[K, d]``.
+        q: the norm, ``>= 1``.
+    Returns:
+        a float in feature units.
+
+    Example:
+        >>> min_distance(torch.eye(3))
+        1.0
+    """
     _check_matrix(prototypes)
     return float(F.pdist(prototypes.double(), q).min())
 
@@ -423,7 +461,18 @@ def self_consistency(prototypes: torch.Tensor, q: float = 2.0) -> float:
     """Fraction of classes whose own prototype is classified as that class, in [0, 1].
 
     ``mean_c [argmax_k s_k(p_c) = c]`` with the decision rule ``prototype_scores`` and norm
-    ``q``. Below 1 even a perfect regressor ``f(x) = p_y`` would make mistakes.
+    ``q``. Below 1 even a perfect regressor ``f(x) = p_y`` would make mistakes (README.md,
+    "Unequal norms bias the dot product").
+
+    Args:
+        prototypes: ``[K, d]``.
+        q: the normalising norm of the rule.
+    Returns:
+        a float in [0, 1].
+
+    Example:
+        >>> self_consistency(torch.tensor([[1.0, 0.0], [3.0, 0.1]]))  # the long one takes both
+        0.5
     """
     scores = prototype_scores(prototypes, prototypes, q)
     own = torch.arange(prototypes.shape[0], device=prototypes.device)
@@ -431,13 +480,20 @@ def self_consistency(prototypes: torch.Tensor, q: float = 2.0) -> float:
 
 
 def prototype_geometry(prototypes: torch.Tensor, q: float = 2.0) -> dict[str, float]:
-    """A summary of a prototype set for reports and plots.
+    """A summary of a prototype set for reports and plots: separation, norms and self-consistency.
 
+    Args:
+        prototypes: ``[K, d]``.
+        q: the normalising norm of the rule used for ``self_consistency``.
     Returns:
         ``max_cosine``, ``min_angle`` (degrees), ``simplex_bound`` and ``simplex_angle``
         (degrees; the best any K prototypes can do), ``min_linf_distance``,
         ``min_linf_norm`` / ``max_linf_norm``, ``min_l2_norm`` / ``max_l2_norm`` and
         ``self_consistency`` (under the rule with norm ``q``).
+
+    Example:
+        >>> round(prototype_geometry(simplex_prototypes(4, 3))["min_angle"], 2)
+        109.47
     """
     bound = simplex_bound(prototypes.shape[0])
     linf, l2 = prototypes.abs().amax(dim=1), prototypes.norm(dim=1)

@@ -176,6 +176,9 @@ def check_r3_settings(lam: float, tau: float) -> None:
     With ``lam * tau >= 1`` the active hinge would reward *raising* the full-eps loss
     (README.md, "Batch-mean hinge, and λτ < 1").
 
+    Args:
+        lam: hinge weight. tau: ratio threshold.
+
     Example:
         >>> check_r3_settings(1.0, 0.6)
     """
