@@ -164,8 +164,8 @@ def test_magnet_loss_rejects_bad_input():
         magnet_loss(z[:1], cluster[:1], y[:1])
     with pytest.raises(ValueError, match="every cluster present"):
         magnet_loss(z, cluster * 2, y)
-    with pytest.raises(ValueError, match="eps"):
-        magnet_loss(z, cluster, y, eps=0.0)
+    with pytest.raises(ValueError, match="floor"):
+        magnet_loss(z, cluster, y, floor=0.0)
 
 
 # ---- cluster index (§2.3; test 5) -----------------------------------------------------------

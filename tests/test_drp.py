@@ -413,7 +413,7 @@ def test_attach_installs_fixed_prototypes_and_needs_linear_features():
     assert isinstance(model.head, PrototypeHead) and torch.equal(model.head.prototypes, simplex_prototypes(10, 16))
     assert not any(p is model.head.prototypes for p in model.parameters())
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
-    with pytest.raises(ValueError, match="pitfall 6"):
+    with pytest.raises(ValueError, match="not a linear layer"):
         DRP().attach(models.build("smallcnn", 10, 1, seed=0))  # post-ReLU features
 
 

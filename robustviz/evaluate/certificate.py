@@ -1,7 +1,7 @@
 """A robustness certificate for nearest-centre classifiers (ClusTR, DRP, any prototype rule).
 
-Spec: ``methods/clustr.md`` §2.6 (reconstructed from the ClusTR abstract plus geometry and
-checked numerically; not taken from the paper).
+Reconstructed from the ClusTR abstract plus geometry and checked numerically; not taken from
+the paper (robustviz/methods/clustr/README.md, "Certificate for the hard nearest-centre rule").
 
 Setting: ``g(x) = class(mu_i)`` with ``i = argmin_k ||f(x) - mu_k||_2`` (the *hard*
 nearest-centre rule) and ``f`` an ``L_f``-Lipschitz map from input L2 to feature L2. For a
@@ -54,7 +54,7 @@ def feature_radius(
 ) -> torch.Tensor:
     """Certified feature-space L2 radius of the hard nearest-centre rule, per point ``[B]``.
 
-    ``"nearest"`` (spec §2.6): ``min_{j: class(j) != class(i)} h_ij(z)`` with ``i`` the nearest
+    ``"nearest"``: ``min_{j: class(j) != class(i)} h_ij(z)`` with ``i`` the nearest
     centre. Exact (tight) when each class has one centre; with several centres per class
     it can be loose, because crossing a bisector may still leave another same-class centre
     nearest.

@@ -193,7 +193,8 @@ def diagnose(
         n: samples to evaluate.
         surrogate: a model for the transfer attack; ``"auto"`` trains a standard (``ce``)
             model of the recipe's quick architecture on ``data``'s training split (needs a
-            ``DataBundle``; about a minute on a CPU for mnist-mini); ``None`` skips the flag.
+            ``DataBundle``; it costs a short training run, docs/benchmarks.md); ``None``
+            skips the flag.
         large_eps: the "large" budget of ``not_zero_at_large_eps``.
         strong_attack: ``(steps, restarts)`` of the strong PGD.
         seed: seed of every attack and random point.

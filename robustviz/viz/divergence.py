@@ -1,7 +1,8 @@
 """Layer-wise divergence: how far an adversarial input drifts from its clean copy, layer by layer.
 
-ADR's motivation (spec ``methods/adr.md`` §5): a tiny input perturbation is amplified as it
-travels up the network, so the representations of ``x`` and ``x_adv`` *diverge* with depth.
+ADR's motivation (robustviz/methods/adr/README.md, first paragraph): a tiny input
+perturbation is amplified as it travels up the network, so the representations of ``x`` and
+``x_adv`` *diverge* with depth.
 Per layer ``l`` the curve shows the mean relative distance
 
     mean_i ||h_l(x_i) - h_l(x_adv_i)||_2 / ||h_l(x_i)||_2

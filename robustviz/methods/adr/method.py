@@ -1,16 +1,18 @@
-"""ADR (Bui et al. 2020, arXiv:2007.05123): adversarial training plus regularisers on the
-features ``z = model.features(x)`` (spec ``methods/adr.md``).
+"""ADR: adversarial training plus regularisers on the features ``z = model.features(x)``.
+
+Paper: Bui et al. 2020, https://arxiv.org/abs/2007.05123. Formulas, settings and pitfalls:
+README.md in this folder.
 
     L = L_base + lambda_lc L_lc + lambda_gc L_gc + lambda_ent L_ent + lambda_vat L_vat
-               + lambda_gs L_gs                                              (spec 2.7)
+               + lambda_gs L_gs
 
 * local compactness L_lc: each adversarial feature stays near its own clean feature;
 * global compactness L_gc: ... and near the clean features of its whole class in the batch;
 * clustering assumption L_ent + L_vat: confident adversarial predictions that agree with the
   clean ones, so decision boundaries lie in low-density regions of feature space.
 
-``L_base`` is PGD-AT (the TF code's ``0.5 CE(x) + 0.5 CE(x_adv)``, spec 2.2) or TRADES.
-Such regularisers typically gain a point or two and can mask gradients: evaluate ADR models
+``L_base`` is PGD-AT (the TF code's ``0.5 CE(x) + 0.5 CE(x_adv)``) or TRADES.
+Such regularisers can mask gradients: evaluate ADR models
 with AutoAttack or multi-targeted PGD, not only the PGD the model was trained against.
 
 Not to be confused with "ADR" = Annealing self-Distillation Rectification (Wu et al. 2023).
@@ -36,9 +38,11 @@ _DEFAULT_BASE_WEIGHTS = {"pgd_at": (0.5, 0.5), "trades": (1.0, 6.0)}
 
 
 class ADR(Method):
-    """ADR on top of PGD-AT or TRADES.
+    """ADR training: a base adversarial loss (PGD-AT or TRADES) plus the weighted ADR regularisers.
 
-    Base losses (spec 2.2):
+    ``L = L_base + ADRRegularizer(z, z_adv, logits, logits_adv, y)``.
+
+    Base losses (README.md, "The formulas"):
 
     * ``base="pgd_at"``: ``alpha * CE(f(x), y) + beta * CE(f(x_adv), y)``, ``x_adv`` from
       L-inf PGD with a uniform random start (``AdversarialTraining.craft``). Default
@@ -47,23 +51,21 @@ class ADR(Method):
     * ``base="trades"``: ``CE(f(x), y) + beta * KL(p(x) || p(x_adv))`` (``trades_loss``),
       ``x_adv`` from the TRADES KL attack; default ``beta = 6`` (the authors' ASCL setting).
       The clean-CE weight is 1 here, as in ``adr_trades``; ``alpha`` must be left at
-      ``None`` or 1. (The TF code's ``--perturb=trades`` instead maximised the reversed
-      KL from a uniform start; robustviz uses the TRADES attack, like the PyTorch port.)
+      ``None`` or 1 (README.md, "TRADES attack direction").
 
     Features: ``z = model.features(x)``, the input of the linear head. For the ResNets and
     WideResNets this is the layer the official code regularises (512-d ResNet-18, 640-d
-    WRN, spec 2.8). For ``smallcnn`` it is the 200-d penultimate FC layer (post-ReLU),
-    whereas the official MNIST code used the flattened 1024-d conv output before the FC
-    head [robustviz choice: one contract, ``features``, for every method]. Distances are
-    means over the dims, so the lambdas do not depend on the width.
+    WRN). For ``smallcnn`` it is the 200-d penultimate FC layer (post-ReLU), whereas the
+    official MNIST code used the flattened 1024-d conv output before the FC head [robustviz
+    choice: one contract, ``features``, for every method; README.md, "Which layer"].
+    Distances are means over the dims, so the lambdas do not depend on the width.
 
-    BatchNorm while crafting (``attack_bn``): the TF code kept BatchNorm in train mode while
-    crafting (spec 3.1, pitfall 13), the PyTorch port used eval mode; each recipe follows the
-    code it cites. The clean and adversarial batches go through the model in two forward
-    passes.
+    BatchNorm while crafting (``attack_bn``): the TF code and the PyTorch port differ
+    (README.md, "BatchNorm while crafting"); each recipe follows the code it cites. The clean
+    and adversarial batches go through the model in two forward passes.
 
     Args:
-        eps: L-inf budget in [0, 1] units (use exact fractions: 8/255, not 0.031).
+        eps: L-inf budget in [0, 1] pixel units (use exact fractions: 8/255, not 0.031).
         base: ``"pgd_at"`` or ``"trades"``.
         steps, step_size: training-attack steps and step at full eps (default
             ``2.5 * eps / steps``).
@@ -73,12 +75,11 @@ class ADR(Method):
             [robustviz choice for CPU training, 0 = off].
         detach_clean: ``True`` (the method): the clean features are a fixed target in L_lc
             and L_gc. ``False`` [robustviz option] lets the gradient move them as well; the
-            quick profiles use it because with the fixed target the BatchNorm-free
-            ``smallcnn`` and ``mlp`` features grew without bound (see ``ADRRegularizer``).
+            quick profiles use it (README.md, "Feature blow-up without BatchNorm").
         alpha: clean-CE weight (default per base, see above).
         beta: weight of the robust term: adversarial CE (PGD-AT) or KL (TRADES).
         lambda_lc, lambda_gc, lambda_ent, lambda_vat, lambda_gs: regulariser weights
-            (default 1, 1, 1, 1, 0: the code's ADR; L_gs is experimental, spec 2.7).
+            (default 1, 1, 1, 1, 0: the code's ADR; L_gs is experimental).
         scale: ``s`` of the label weights (0.99: different-class pairs weigh -1/99).
         attack_bn: ``"eval"`` (running statistics) or ``"train"`` (batch statistics, running
             statistics untouched) while crafting.
@@ -86,7 +87,7 @@ class ADR(Method):
     Logged terms: the base parts (``clean_ce``, ``adv_ce`` or ``natural_ce``, ``kl``), the
     unweighted regularisers ``lc``, ``gc``, ``ent``, ``vat``, ``gs``, and for reading them
     ``vat_kl`` (L_vat without its constant clean entropy), ``z_norm`` (mean L2 norm of the
-    adversarial features; L_gc's repulsion is unbounded, pitfall 10) and ``eps``.
+    adversarial features; README.md, "Unbounded repulsion") and ``eps``.
     ``StepOutput.scores`` are the adversarial scores (PGD-AT base) or the clean ones
     (TRADES base), the samples of each base's cross-entropy.
 
@@ -148,7 +149,7 @@ class ADR(Method):
     def base_loss(
         self, clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``L_base`` and its logged parts (spec 2.2)."""
+        """``L_base`` and its logged parts (README.md, "The formulas", "Base loss")."""
         if self.base == "trades":
             parts = trades_loss(clean_logits, adv_logits, y, self.beta)
             return parts.loss, {"natural_ce": parts.natural_ce.detach(), "kl": parts.kl.detach()}

@@ -17,26 +17,23 @@ RECIPES: list[Recipe] = [
         make=ADR,
         overrides={
             # CPU-sized, like pgd_at's quick MNIST: 5 steps of 0.1, eps ramped over 30%, 5 epochs,
-            # and detach_clean=False [robustviz choice]. With the method's detached clean target
-            # the BatchNorm-free smallcnn's features blew up (mean ||z|| 1.5e3 after 120 steps
-            # from L_lc alone, 2e3 with every term; 20 without the regularisers) and robust
-            # accuracy fell below PGD-AT's, with Adam or SGD (lr 0.02: 94 and rising); SGD lr
-            # 0.05 collapsed every z to one point. Letting L_lc/L_gc move the clean features too
-            # kept ||z|| ~ 20 (120 steps: 91 % clean / 44 % PGD-10 on 200 held-out images vs
-            # 88 % / 29 % for the same run without the regularisers).
+            # and detach_clean=False [robustviz choice]: with the method's detached clean target
+            # the BatchNorm-free smallcnn's features blow up (README.md, "Feature blow-up without
+            # BatchNorm"; the measurements are under "Notes").
             # Base weights 0.5/0.5 (the TF code's), like the CIFAR full profile.
             ("mnist", "quick"): dict(epochs=5, method_kwargs=dict(steps=5, step_size=0.1, eps_ramp=0.3,
                                                                 detach_clean=False)),
-            # Spec 3.2 (the authors' PyTorch MNIST setting): SmallCNN, batch 128, SGD lr 0.01
-            # m 0.9, lr x0.1/0.01/0.001 at epochs 55/75/90, 100 epochs (= BASE_CONFIGS), raw
-            # [0, 1] inputs, 40 PGD steps of 0.01 at eps 0.3 crafted in eval mode, and the port's
-            # base weights 1/1.
+            # The authors' PyTorch MNIST setting (README.md, "Settings and their sources"):
+            # SmallCNN, batch 128, SGD lr 0.01 m 0.9, lr x0.1/0.01/0.001 at epochs 55/75/90, 100
+            # epochs (= BASE_CONFIGS), raw [0, 1] inputs, 40 PGD steps of 0.01 at eps 0.3 crafted
+            # in eval mode, and the port's base weights 1/1.
             ("mnist", "full"): _MNIST_FULL,
             ("mnist", "lab"): shortened("mnist", _MNIST_FULL, 10),
-            # Same smallcnn, same reasoning as MNIST quick (not measured on CIFAR-10).
+            # Same smallcnn, same reasoning as MNIST quick.
             ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255, detach_clean=False)),
-            # Spec 3.1, the TF code ("TF-faithful"): SGD m 0.9, wd 2e-4, batch 128, PGD-10 of
-            # 2/255 at exactly 8/255, 90k steps with lr 0.1 -> 0.01 at 40k -> 0.001 at 60k.
+            # The TF code ("TF-faithful"; README.md, "Settings and their sources"): SGD m 0.9,
+            # wd 2e-4, batch 128, PGD-10 of 2/255 at exactly 8/255, 90k steps with lr 0.1 -> 0.01
+            # at 40k -> 0.001 at 60k.
             # On the 49k images left after the 1k held-out batch (383 steps/epoch) that is
             # 235 epochs with drops after epochs 104 and 157. WRN-34-10: its 640-d z has the
             # size and position of the TF "wideresnet" z. Base weights 0.5/0.5 and BatchNorm in
@@ -56,8 +53,8 @@ RECIPES: list[Recipe] = [
             # while crafting, as the full profile; the regularisers unchanged (detached target).
             ("cifar", "lab"): dict(epochs=6, method_kwargs=dict(steps=5, step_size=4 / 255, alpha=0.5, beta=0.5,
                                                               attack_bn="train")),
-            # mlp with a 2-d linear embedding: the same blow-up with the detached target (moons,
-            # Adam 1e-2: ||z|| 8.5e3 after 60 epochs).
+            # mlp with a 2-d linear embedding: the same blow-up with the detached target (README.md,
+            # "Notes").
             ("toy", "*"): dict(method_kwargs=dict(steps=10, detach_clean=False)),
         },
     ),

@@ -1,8 +1,11 @@
 """ClusTR's decision rule: the soft top-L nearest-cluster classifier, installed as the model's head.
 
+Paper: Alfarra et al. 2020, ClusTR, https://arxiv.org/abs/2006.07682 (README.md in this
+folder, "Decision rule: the soft top-L vote").
+
 ``ClusterHead.forward`` returns *log-domain* class scores, not the paper's exp-domain scores,
-whose gradients vanish a few cluster widths away from a centre (README.md, "Soft vote masks
-the gradient"); ``PaperScores`` wraps a model to give the paper's normalised scores.
+whose gradients vanish a few cluster widths away from a centre (README.md, "Exp-domain scores
+mask the gradient"); ``PaperScores`` wraps a model to give the paper's normalised scores.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ...geometry import CentreRule
 
 
 class ClusterHead(nn.Module):
-    """ClusTR's soft top-L nearest-cluster classifier (§2.5), returning log-domain class scores.
+    """ClusTR's soft top-L nearest-cluster classifier: log-domain class scores ``[B, C]``.
 
     Buffers (saved with the model): ``centres [C*K, d]``, ``centre_labels [C*K]`` and the
     global ``variance`` sigma^2 (scalar, squared feature units).
@@ -27,20 +30,30 @@ class ClusterHead(nn.Module):
 
     * ``forward(z)`` = ``log S_c(z) = logsumexp_{j in T(z), class(j)=c} log k_j(z)``, i.e. the
       log of the paper's class score ``S_c``, computed without ever exponentiating (no
-      underflow, pitfall 14). Softmax of it is the paper's L1-normalised distribution.
+      underflow: README.md, "Every score underflows to zero"). Softmax of it is the paper's
+      L1-normalised distribution.
       A class with no centre in ``T(z)`` has ``S_c = 0``; it gets the finite score
       ``min_{j in T(z)} log k_j(z) - absent_gap`` [robustviz choice]: below every present
       class (each present class has a centre scoring at least the L-th value), so argmax is
       the paper's, and never ``-inf``/NaN.
     * ``class_scores(z)``: the paper's raw ``S_c`` in ``[0, K]`` (may underflow to 0; warns).
     * ``paper_scores(z)``: ``S_c / sum_c S_c``, what the official evaluation attacks.
-    * ``nearest_class(z)``: the hard nearest-centre rule, which the certificate covers (§2.6).
+    * ``nearest_class(z)``: the hard nearest-centre rule, which the certificate covers
+      (README.md, "Certificate for the hard nearest-centre rule").
 
     Args:
-        feat_dim: d. num_classes: C. clusters_per_class: K.
-        top_l: L, the number of nearest centres that vote (README evaluation: 20; values
-            ``>= C*K`` use all centres).
+        feat_dim: d, the feature dimension.
+        num_classes: C.
+        clusters_per_class: K, centres per class.
+        top_l: L, the number of nearest centres that vote (the official evaluation: 20;
+            values ``>= C*K`` use all centres).
         absent_gap: nats below the L-th nearest centre's log-kernel given to absent classes.
+
+    Example:
+        >>> head = ClusterHead(feat_dim=2, num_classes=2, clusters_per_class=1, top_l=2)
+        >>> head.set_clusters(torch.tensor([[0.0, 0.0], [4.0, 0.0]]), torch.tensor([0, 1]), 1.0)
+        >>> head(torch.tensor([[1.0, 0.0]])).argmax(1).tolist()
+        [0]
     """
 
     def __init__(self, feat_dim: int, num_classes: int, clusters_per_class: int = 2, top_l: int = 20,
@@ -102,8 +115,13 @@ class ClusterHead(nn.Module):
         """The paper's raw class scores ``S_c = sum_{j in T(z), class c} k_j(z)`` ``[B, C]``.
 
         Args:
+            z: features ``[B, d]``.
             all_centres: every centre votes (the official ``--not-normalize`` flag).
-        Warns (``RuntimeWarning``) when every score of a row underflows to 0 (pitfall 8).
+        Returns:
+            ``[B, C]`` scores in ``[0, K]``.
+
+        Warns (``RuntimeWarning``) when every score of a row underflows to 0 (README.md,
+        "Every score underflows to zero").
         """
         class_log, present, _ = self._top_l(z, None if all_centres else self.top_l)
         scores = torch.where(present, class_log.exp(), torch.zeros_like(class_log))
@@ -144,9 +162,17 @@ class ClusterHead(nn.Module):
 class PaperScores(nn.Module):
     """A view of a ClusTR model whose ``forward`` gives the paper's normalised scores.
 
-    ``PaperScores(model)(x) = model.head.paper_scores(model.features(x))``. Attacking it with
-    PGD-CE reproduces the official evaluation (§4.1), i.e. a demonstration of gradient
-    masking; compare with attacks on ``model`` itself (log-domain scores).
+    ``PaperScores(model)(x) = model.head.paper_scores(model.features(x))``, ``[B, C]``.
+    Attacking it with PGD-CE reproduces the official evaluation (README.md, "What the papers
+    report and what robustviz measures"), i.e. a demonstration of gradient masking; compare
+    with attacks on ``model`` itself (log-domain scores).
+
+    Args:
+        model: a model whose head is a ``ClusterHead`` (trained with ``clustr``).
+        all_centres: every centre votes (the official ``--not-normalize`` flag).
+
+    Example:
+        >>> x_adv = pgd(PaperScores(model), x, y, eps=0.1, steps=20)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, all_centres: bool = False) -> None:
@@ -161,7 +187,9 @@ class PaperScores(nn.Module):
 
 
 def score_gradient_norms(head: ClusterHead, widths, label: int = 0, seed: int = 0) -> dict[str, list[float]]:
-    """Why the paper's evaluation stalls: the attack gradient far from the centres (pitfall 8).
+    """Norms of the cross-entropy gradient far from the centres, for exp- and log-domain scores.
+
+    Why the paper's evaluation stalls (README.md, "Exp-domain scores mask the gradient").
 
     A feature vector is moved from the first centre of class ``label`` along a random unit
     direction to squared distance ``d^2 = 2 sigma^2 w`` for each ``w`` in ``widths`` (the
@@ -169,6 +197,12 @@ def score_gradient_norms(head: ClusterHead, widths, label: int = 0, seed: int = 
     gradient of cross-entropy with respect to the features is measured for the paper's
     normalised exp-domain scores and for robustviz's log-domain scores. Past ``w ~ 87`` every
     float32 kernel underflows to 0 and the exp-domain gradient is exactly 0.
+
+    Args:
+        head: a fitted ``ClusterHead``.
+        widths: the distances ``w`` to probe, in cluster widths (``d^2 = 2 sigma^2 w``).
+        label: the class whose first centre is the starting point.
+        seed: seed of the random direction.
 
     Returns:
         ``{"paper scores (exp domain)": [norm per width], "log-domain scores": [...]}``.

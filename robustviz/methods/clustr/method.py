@@ -1,18 +1,22 @@
-"""ClusTR (Alfarra et al. 2020, arXiv:2006.07682) and ClusTR+QTRADES.
+"""ClusTR and ClusTR+QTRADES: Magnet-loss training, a per-epoch k-means index, a nearest-cluster head.
 
-Spec: ``methods/clustr.md``. A network's embedding is trained with the Magnet loss on
-neighbourhood batches (§2.2-2.4); K k-means centres per class, refreshed every epoch, form
-a soft nearest-cluster classifier (§2.5). ClusTR+QTRADES adds a one-step consistency term
-between clean and adversarial class distributions (§2.7).
+Paper: Alfarra et al. 2020, ClusTR, https://arxiv.org/abs/2006.07682. Formulas, settings and
+pitfalls: README.md in this folder.
+
+A network's embedding is trained with the Magnet loss on neighbourhood batches (README.md,
+"Magnet loss (training objective)", "Neighbourhood sampling"); K k-means centres per class,
+refreshed every epoch, form a soft nearest-cluster classifier ("Decision rule: the soft top-L
+vote"). ClusTR+QTRADES adds a one-step consistency term between clean and adversarial class
+distributions ("ClusTR+QTRADES").
 
 The decision rule is installed as the model's head (``ClusterHead``), so ``model(x)`` and
-every attack use it. ``forward`` returns *log-domain* class scores (§7.1 pitfall 1), not the
-paper's exp-domain scores, whose gradients vanish a few cluster widths away from a centre;
-``PaperScores`` wraps a model to give the paper's normalised scores for a faithful
-reproduction of its (gradient-masked) evaluation.
+every attack use it. ``forward`` returns *log-domain* class scores, not the paper's
+exp-domain scores, whose gradients vanish a few cluster widths away from a centre (README.md,
+"Exp-domain scores mask the gradient"); ``PaperScores`` wraps a model to give the paper's
+normalised scores for a faithful reproduction of its (gradient-masked) evaluation.
 
-RobustBench measured 0.03% AutoAttack accuracy for the reported 74% PGD model: teach this
-method as a feature-geometry and gradient-masking case study, not as a defence.
+Independent evaluation found the published model not robust (README.md, "Read this first"):
+teach this method as a feature-geometry and gradient-masking case study, not as a defence.
 """
 
 from __future__ import annotations
@@ -49,39 +53,44 @@ from .sampler import (
 
 
 class ClusTR(Method):
-    """Magnet-loss training on neighbourhood batches with a per-epoch k-means refresh.
+    """ClusTR: the Magnet loss on neighbourhood batches, with a per-epoch k-means refresh of the head.
 
-    Per step (spec §2.2-2.4): a seed cluster is drawn in proportion to its mean observed
+    ``L = mean_n l_n`` (``magnet_loss``) on a batch of M clusters of D examples each.
+
+    Per step (README.md, "Neighbourhood sampling"): a seed cluster is drawn in proportion to its mean observed
     example loss, the ``M - 1`` nearest other-class centres join it, ``D`` examples are drawn
     from each; the loss is the minibatch Magnet loss of their embeddings, and the per-example
     losses are written back for the next draws. After every epoch (and in ``setup``, before
     the first) the index is rebuilt by per-class k-means on the embeddings of the
-    *un-augmented* training images in *eval* mode (pitfalls 5 and 6; the official code used
-    augmented images and train-mode BatchNorm for sigma^2), and the head gets the new centres
-    and the global sigma^2.
+    *un-augmented* training images in *eval* mode (README.md, "Index built from augmented,
+    train-mode features"), and the head gets the new centres and the global sigma^2.
 
     ``fit`` draws ``len(loader)`` batches per epoch; set the config's ``batch_size`` to ``M * D``
-    so an epoch is ``N / (M * D)`` batches, as in the official code (pitfall 7). The training
+    so an epoch is ``N / (M * D)`` batches, as in the official code (README.md, "An epoch is
+    not a pass over the data"). The training
     accuracy ``fit`` logs scores each batch with the centres of the last refresh, so it lags
     behind the network within an epoch (the held-out accuracy is measured after the refresh).
 
-    Init: the paper starts from a cross-entropy pre-trained network (§2.1), whose weights
-    are not available. ``pretrain_epochs > 0`` warm-starts the network instead: the first
-    ``pretrain_epochs`` epochs of the run train ``features`` with cross-entropy through a
-    linear classifier the method owns (ordinary shuffled batches; the cluster head is refreshed
-    after every epoch but not trained), the Magnet loss takes over from the next epoch on.
+    Init: the paper starts from a cross-entropy pre-trained network whose weights are not
+    available (README.md, "Missing pre-trained weights"). ``pretrain_epochs > 0`` warm-starts
+    the network instead: the first ``pretrain_epochs`` epochs of the run train ``features``
+    with cross-entropy through a linear classifier the method owns (ordinary shuffled batches;
+    the cluster head is refreshed after every epoch but not trained), the Magnet loss takes
+    over from the next epoch on.
     The full profiles do this; the quick profile trains from scratch (see ``RECIPES``). A
     network trained by another recipe can also be ``fit`` with ``clustr`` (``attach`` replaces
     only the head).
 
     Args:
         eps: unused by ClusTR (accepted so every recipe is built the same way).
-        clusters_per_class: K (2).
-        clusters_per_batch: M (12); fewer when fewer non-empty other-class clusters exist.
-        examples_per_cluster: D (20).
-        alpha: Magnet margin in sigma^2 units (12.5).
-        magnet_eps: the official ``1e-8`` inside and outside the log.
-        top_l: L nearest centres voting at test time (README evaluation: 20).
+        clusters_per_class: K, centres per class (2).
+        clusters_per_batch: M, clusters per batch (12); fewer when fewer non-empty
+            other-class clusters exist.
+        examples_per_cluster: D, examples drawn per cluster (20).
+        alpha: the Magnet margin in nats of ``||r - mu||^2 / (2 sigma^2)`` (12.5).
+        magnet_eps: the numerical floor of the Magnet loss, the official ``1e-8`` inside and
+            outside the log (``floor`` of ``magnet_loss``; the name is kept for stored configs).
+        top_l: L nearest centres voting at test time (the official evaluation: 20).
         absent_gap: log-score gap of classes without a centre in the top L (``ClusterHead``).
         kmeans_n_init, kmeans_max_iter, kmeans_seed: k-means settings (CIFAR-10: 1, 20, 1).
         embed_batch_size: batch size when embedding the training set for the index.
@@ -152,12 +161,13 @@ class ClusTR(Method):
                 self.pretrain_head = nn.Linear(model.feat_dim, model.num_classes).to(device)
 
     def setup(self, model: nn.Module, train: Split) -> None:
-        """Build the initial index from the current network (§2.3); no loss observed yet."""
+        """Build the initial index from the current network (README.md, "Cluster index and its
+        refresh"); no loss observed yet."""
         self.refresh_index(model, train)
         self.example_losses = torch.full((len(train),), float("nan"))
 
     def on_epoch_end(self, model: nn.Module, train: Split, epoch: int) -> None:
-        """Rebuild the index and the head's centres and sigma^2 (the per-epoch refresh of §2.3)."""
+        """Rebuild the index and the head's centres and sigma^2 (the per-epoch refresh)."""
         self.refresh_index(model, train)
 
     def refresh_index(self, model: nn.Module, train: Split) -> ClusterIndex:
@@ -178,7 +188,7 @@ class ClusTR(Method):
         return epoch < self.pretrain_epochs
 
     def batches(self, loader: BatchIterator, epoch: int) -> Iterator[Batch]:
-        """``len(loader)`` neighbourhood batches (§2.4), augmented like the loader's batches.
+        """``len(loader)`` neighbourhood batches, augmented like the loader's batches.
 
         Each ``Batch`` carries its training-split ``index`` and its batch-cluster ``groups``.
         Warm-start epochs get the loader's ordinary shuffled batches.
@@ -241,7 +251,7 @@ class ClusTR(Method):
                           per_example=terms.per_example.detach())
 
     def observe(self, batch: Batch, out: StepOutput) -> None:
-        """Record the batch's example losses, by which the next seed clusters are drawn (§2.4).
+        """Record the batch's example losses, by which the next seed clusters are drawn.
 
         The index and the example losses live on the host, like any sampler's state; on a GPU
         this copies the batch's losses to it, the one transfer per step the method needs (the
@@ -270,7 +280,9 @@ class ClusTR(Method):
 
 
 class ClusTRQTrades(ClusTR):
-    """ClusTR+QTRADES (§2.7): ``L = L_magnet(clean) + lam * mean L_cons(x, x_adv)``.
+    """ClusTR+QTRADES: ``L = L_magnet(clean) + lam * mean_b L_cons(x_b, x_adv_b)``.
+
+    README.md, "ClusTR+QTRADES".
 
     ``x_adv``: a uniform start in the L-inf ball, one signed step of ``step_size`` on the
     cross-entropy between the *detached* clean distribution ``p(x)`` (softmax of the
@@ -286,7 +298,8 @@ class ClusTRQTrades(ClusTR):
     plain ClusTR. The logged ``consistency_pinned`` is the share of adversarial points whose
     largest ``S_c`` is below ``0.01`` (their gradient is under 1% of its scale); ``epoch_notes``
     warns about an epoch whose mean consistency is within 0.005 nats of ``log K`` while most
-    points are pinned.
+    points are pinned (README.md, "The QTRADES term gets pinned at log C"; here K is the
+    number of classes).
 
     Defaults follow the official code: consistency ``"ce"`` (not KL) and the clean
     distribution *not* detached in the loss term. Switches: ``consistency="kl"`` (TRADES
@@ -296,8 +309,8 @@ class ClusTRQTrades(ClusTR):
     attack and the "free" replay variant are not implemented.
 
     Args:
-        eps: L-inf budget in [0, 1] units (CIFAR: 8/255).
-        lam: lambda, the weight of the consistency term (final README: 8; first upload: 12.5).
+        eps: L-inf budget in [0, 1] pixel units (CIFAR: 8/255).
+        lam: lambda, the weight of the consistency term (official: 8).
         step_size: the attack step (default ``1.25 * eps``, 10/255 on CIFAR).
         consistency: ``"ce"``, ``"kl"`` or ``"mse"``.
         detach_clean: stop gradients through the clean side of the consistency term.
@@ -306,6 +319,10 @@ class ClusTRQTrades(ClusTR):
 
     Logged terms: ``magnet``, ``consistency`` (before ``lam``), ``sigma2`` and, for the
     ``"ce"`` consistency, ``consistency_pinned``.
+
+    Example:
+        >>> from robustviz.methods.clustr import RECIPES
+        >>> history = fit(model, bundle, RECIPES[1], epochs=2)  # doctest: +SKIP
     """
 
     # An epoch counts as pinned when its mean consistency is within PINNED_NATS of log K and more

@@ -7,9 +7,10 @@ from .method import ClusTR, ClusTRQTrades
 
 # ---- recipes -------------------------------------------------------------------------------
 
-# The official CIFAR-10 setting (§3): ResNet-18's 512-d post-ReLU pooled features, Adam 1e-4
-# without weight decay, constant lr (the official milestones [30, 60] never fire), batches of
-# M * D = 12 * 20 = 240, K = 2, alpha = 12.5, L = 20, k-means 1 init / 20 iterations.
+# The official CIFAR-10 setting (README.md, "Settings and their sources"): ResNet-18's 512-d
+# post-ReLU pooled features, Adam 1e-4 without weight decay, constant lr (the official
+# milestones [30, 60] never fire), batches of M * D = 12 * 20 = 240, K = 2, alpha = 12.5,
+# L = 20, k-means 1 init / 20 iterations.
 # Inputs normalised with the per-channel mean/std, as the official code.
 _CLUSTR_CIFAR = dict(clusters_per_class=2, clusters_per_batch=12, examples_per_cluster=20, alpha=12.5,
                      top_l=20, kmeans_n_init=1, kmeans_max_iter=20)
@@ -22,9 +23,9 @@ _PRETRAIN_CIFAR = 15
 
 # Quick profile (CPU minutes): smallcnn's natural 200-d post-ReLU features (like the paper's
 # post-ReLU embedding), K = 2, M * D = 8 * 16 = 128 per batch, Adam 1e-3 at a constant lr, from
-# scratch: measured on mnist-mini (7,500 training images, 4 epochs, seed 0) the Magnet loss
-# alone reaches 99.3% clean test accuracy, so no cross-entropy warm-up stands in for the
-# paper's pre-trained init. L = 20 = C*K: every centre votes, as in the README evaluation.
+# scratch: the Magnet loss alone learns mnist-mini, so no cross-entropy warm-up stands in for
+# the paper's pre-trained init (README.md, "Notes"). L = 20 = C*K: every centre votes, as in
+# the official evaluation.
 _QUICK = dict(feat_dim=None, epochs=4, batch_size=8 * 16, optimizer="adam", lr=1e-3, schedule="constant",
               milestones=(), method_kwargs=dict(clusters_per_class=2, clusters_per_batch=8,
                                                 examples_per_cluster=16, top_l=20))
@@ -36,7 +37,7 @@ _FULL_MNIST = dict(model="smallcnn", feat_dim=None, epochs=32, batch_size=240, o
                    method_kwargs=dict(_CLUSTR_CIFAR, pretrain_epochs=2))
 # 2-D toys: the mlp's linear 2-d embedding (plottable directly). M is capped by the number of
 # non-empty other-class clusters plus one (moons: 3, blobs: 5).
-# Lab [robustviz choice; not measured]: the full profiles' network, batch layout and k-means
+# Lab [robustviz choice]: the full profiles' network, batch layout and k-means
 # settings, shorter. CIFAR-10: 8 epochs of cross-entropy warm start + 12 Magnet epochs (ClusTR)
 # or 6 + 8 (QTRADES, whose steps cost about twice as much) instead of 15 + 30 / 15 + 25, and
 # Adam at 1e-3 (the quick profile's from-scratch lr) instead of the paper's 1e-4, which
@@ -80,7 +81,7 @@ RECIPES: list[Recipe] = [
             ("mnist", "full"): _with_kwargs(_FULL_MNIST, lam=8.0, step_size=0.375),
             ("mnist", "lab"): _with_kwargs(_LAB_MNIST, lam=8.0, step_size=0.375),
             ("cifar", "quick"): _with_kwargs(_QUICK, lam=8.0, step_size=10 / 255),
-            # Final README: lambda 8, 25 epochs from the pre-trained network, eps 8/255, step 10/255.
+            # The official README: lambda 8, 25 epochs from the pre-trained network, eps 8/255, step 10/255.
             ("cifar", "full"): dict(**_FULL_CIFAR, epochs=_PRETRAIN_CIFAR + 25, method_kwargs=dict(
                 **_CLUSTR_CIFAR, pretrain_epochs=_PRETRAIN_CIFAR, lam=8.0, step_size=10 / 255)),
             ("cifar", "lab"): dict(**_LAB_CIFAR, epochs=6 + 8, method_kwargs=dict(

@@ -1,6 +1,7 @@
 """ClusTR's cluster index (per-class k-means) and its neighbourhood batch sampler.
 
-Spec: ``methods/clustr.md`` §2.3 (index), §2.4 (neighbourhood sampling), §2.5 (global variance).
+README.md in this folder: "Cluster index and its refresh" (the index and the global variance)
+and "Neighbourhood sampling".
 
 The index holds K k-means centres per class on the training embeddings; cluster ``k`` of
 class ``c`` has the global id ``c * K + k``. A neighbourhood batch is one seed cluster
@@ -28,7 +29,7 @@ class ClusterIndex:
         centre_labels: ``[C*K]`` int64 class of every centre (``id // K``).
         assignments: ``[N]`` int64 global cluster id of every training example (its nearest
             centre of its own class, so assignments never cross classes).
-        variance: the global ``sigma^2`` of §2.5: ``sum_n ||r_n - mu_a(n)||^2 / (N - 1)``
+        variance: the global ``sigma^2 = sum_n ||r_n - mu_a(n)||^2 / (N - 1)``
             (squared feature units), used by the test-time rule.
         clusters_per_class: K.
     """
@@ -70,10 +71,10 @@ class ClusterIndex:
 
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """``model.features(x)`` in eval mode (pitfall 5), batched, as float32 on the CPU ``[N, d]``.
+    """``model.features(x)`` in eval mode, batched, as float32 on the CPU ``[N, d]``.
 
-    Pass the *un-augmented* training images (pitfall 6). The caller's train/eval modes are
-    restored afterwards.
+    Pass the *un-augmented* training images (README.md, "Index built from augmented,
+    train-mode features"). The caller's train/eval modes are restored afterwards.
     """
     device = next(model.parameters()).device
     with eval_mode(model):
@@ -91,7 +92,7 @@ def build_cluster_index(
     max_iter: int = 20,
     seed: int = 1,
 ) -> ClusterIndex:
-    """Run k-means per class (scikit-learn, k-means++ init) and build the index of §2.3.
+    """Run k-means per class (scikit-learn, k-means++ init) and build the cluster index.
 
     Args:
         z: training embeddings ``[N, d]``.
@@ -144,7 +145,7 @@ def nearest_same_class_centre(
     return y * clusters_per_class + k, best
 
 
-# ---- neighbourhood sampling (§2.4) -------------------------------------------------------
+# ---- neighbourhood sampling ------------------------------------------------------------
 
 
 def cluster_mean_losses(index: ClusterIndex, example_losses: torch.Tensor) -> torch.Tensor:
@@ -162,13 +163,14 @@ def cluster_mean_losses(index: ClusterIndex, example_losses: torch.Tensor) -> to
 
 
 def seed_distribution(index: ClusterIndex, example_losses: torch.Tensor) -> torch.Tensor:
-    """Probability ``[C*K]`` of drawing each cluster as the seed of a batch (§2.4 step 1).
+    """Probability ``[C*K]`` of drawing each cluster as the seed of a batch (README.md,
+    "Neighbourhood sampling", step 1).
 
     Proportional to the cluster's mean observed example loss (a hinged loss of 0 counts as
     observed); uniform over the non-empty clusters while no loss has been observed (or every
     observed loss is 0). A cluster none of whose members has been observed yet gets the
-    average of the observed cluster means [robustviz choice where the spec is silent: it keeps
-    unseen clusters in play, e.g. after a refresh]. Empty clusters get probability 0.
+    average of the observed cluster means [robustviz choice: it keeps unseen clusters in
+    play, e.g. after a refresh]. Empty clusters get probability 0.
     """
     non_empty = index.cluster_sizes() > 0
     means = cluster_mean_losses(index, example_losses)
@@ -185,8 +187,8 @@ def seed_distribution(index: ClusterIndex, example_losses: torch.Tensor) -> torc
 def nearest_impostors(index: ClusterIndex, seed: int, count: int) -> torch.Tensor:
     """The ``count`` non-empty clusters of *other* classes whose centroids are nearest the seed's.
 
-    Euclidean distance between k-means centroids (§2.4 step 2); fewer are returned when
-    fewer exist. Ties are broken by the lower cluster id.
+    Euclidean distance between k-means centroids (README.md, "Neighbourhood sampling", step 2);
+    fewer are returned when fewer exist. Ties are broken by the lower cluster id.
     """
     candidates = torch.nonzero(
         (index.centre_labels != index.centre_labels[seed]) & (index.cluster_sizes() > 0)
@@ -202,7 +204,7 @@ def neighbourhood_batch(
     clusters_per_batch: int,
     examples_per_cluster: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one neighbourhood batch (§2.4) with the global torch RNG.
+    """Draw one neighbourhood batch with the global torch RNG (README.md, "Neighbourhood sampling").
 
     Args:
         index: the cluster index.

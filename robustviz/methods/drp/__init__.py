@@ -1,4 +1,4 @@
-"""Deep Repulsive Prototypes (Mustafa et al.): regress features onto fixed, well-separated class prototypes.
+"""Deep Repulsive Prototypes (Serban, Poll & Visser 2021, arXiv:2105.12427): fixed, well-separated prototypes.
 
 The method, its formulas, settings and pitfalls: README.md in this folder.
 """

@@ -1,9 +1,13 @@
 """Fixed class prototypes: how to build them, how to measure them, and the prototype head.
 
-Spec: ``methods/drp.md``. A prototype classifier gives every class ``c`` a fixed vector
-``p_c`` in the d-dimensional feature space, chosen *before* training and never updated;
-the network is trained to map images of class ``c`` onto ``p_c`` (DRP, HPN, MMC).
-The decision rule (spec §2.4) is
+Papers: DRP, Serban, Poll & Visser 2021, https://arxiv.org/abs/2105.12427; HPN, Mettes et
+al. 2019, https://arxiv.org/abs/1901.10514; MMC, Pang et al. 2020,
+https://arxiv.org/abs/1905.10626. Formulas and pitfalls: README.md in this folder,
+"Prototype construction" and "Decision rule".
+
+A prototype classifier gives every class ``c`` a fixed vector ``p_c`` in the d-dimensional
+feature space, chosen *before* training and never updated; the network is trained to map
+images of class ``c`` onto ``p_c`` (DRP, HPN, MMC). The decision rule is
 
     s_c(z) = < z / max(||z||_q, 1e-12), p_c >,    y_hat = argmax_c s_c(z)
 
@@ -12,13 +16,13 @@ Four constructions (``make_prototypes(kind, K, d)``, ``PROTOTYPE_KINDS``):
 * ``simplex``: the regular simplex in closed form; the best possible separation (every
   pairwise cosine is exactly ``-1/(K-1)``), only for ``K <= d + 1``.
 * ``sphere``: unit vectors pushed apart by gradient descent on a smooth maximum of their
-  pairwise cosines (HPN-style, spec §2.6 B.1); works for any ``K`` and ``d >= 2``.
-* ``cube``: +-1 vectors from a Sylvester-Hadamard matrix (spec §2.6 B.2, P10), the natural
-  home of an L-inf geometry: every prototype has ``||p||_inf = 1`` and the same L2 norm.
-* ``faithful``: the generator released with DRP (spec §2.2.1). It maximises a *sum* of
-  pairwise L-inf distances without any norm constraint, so it is ill-posed: the prototypes
-  grow without bound and, for many classes, become nearly collinear (spec §2.2.2-2.2.3).
-  Kept for the evaluation-pitfalls lesson, never as a default.
+  pairwise cosines (HPN-style); works for any ``K`` and ``d >= 2``.
+* ``cube``: +-1 vectors from a Sylvester-Hadamard matrix, the natural home of an L-inf
+  geometry: every prototype has ``||p||_inf = 1`` and the same L2 norm.
+* ``faithful``: the generator released with DRP. It maximises a *sum* of pairwise L-inf
+  distances without any norm constraint, so it is ill-posed: the prototypes grow without
+  bound and, for many classes, become nearly collinear (README.md, "Unbounded prototype
+  generator"). Kept for the evaluation-pitfalls lesson, never as a default.
 
 The geometry helpers (``pairwise_cosines``, ``min_angle``, ``self_consistency``,
 ``prototype_geometry``, ...) measure what a construction achieved against the simplex
@@ -46,15 +50,16 @@ from ...geometry import CentreRule, pairwise_cosines, simplex_bound
 PROTOTYPE_KINDS = ("simplex", "sphere", "cube", "faithful")
 CUBE_VARIANTS = ("auto", "simplex", "orthogonal")
 FAITHFUL_OBJECTIVES = ("sum", "mean")
-NORM_FLOOR = 1e-12  # F.normalize's floor, as in the released decision rule (spec §2.4)
+NORM_FLOOR = 1e-12  # F.normalize's floor, as in the released decision rule
 
 
 def make_prototypes(kind: str, num_classes: int, dim: int, seed: int = 0, **options) -> torch.Tensor:
-    """Build ``num_classes`` fixed prototypes in ``dim`` dimensions.
+    """Build ``num_classes`` fixed prototypes in ``dim`` dimensions with the construction ``kind``.
 
     Args:
         kind: ``"simplex"``, ``"sphere"``, ``"cube"`` or ``"faithful"`` (module docstring).
-        num_classes: K >= 2. dim: d >= 1.
+        num_classes: K >= 2.
+        dim: d >= 1, the feature dimension.
         seed: seed of the random initialisation (``sphere``, ``faithful``); the
             ``simplex`` and ``cube`` constructions are deterministic and ignore it.
         options: the construction's own settings, e.g. ``steps=100`` for ``faithful`` or
@@ -62,6 +67,13 @@ def make_prototypes(kind: str, num_classes: int, dim: int, seed: int = 0, **opti
 
     Returns:
         float32 tensor ``[K, d]`` on the CPU; row ``c`` is the prototype of class ``c``.
+
+    Example:
+        >>> make_prototypes("cube", num_classes=4, dim=4, variant="orthogonal")
+        tensor([[ 1.,  1.,  1.,  1.],
+                [ 1., -1.,  1., -1.],
+                [ 1.,  1., -1., -1.],
+                [ 1., -1., -1.,  1.]])
     """
     _check_sizes(num_classes, dim)
     if kind == "simplex":
@@ -81,15 +93,24 @@ def make_prototypes(kind: str, num_classes: int, dim: int, seed: int = 0, **opti
 def simplex_prototypes(num_classes: int, dim: int) -> torch.Tensor:
     """The regular simplex: K unit vectors with every pairwise cosine equal to ``-1/(K-1)``.
 
-    Closed form (spec §2.5 MMC, §7.2 P4): the K standard basis vectors of R^K minus their
+    Closed form (as MMC's centres): the K standard basis vectors of R^K minus their
     centroid lie in the (K-1)-dimensional subspace orthogonal to ``(1, ..., 1)``; their
     coordinates in the Helmert basis of that subspace, rescaled to unit length, are the
     prototypes. They occupy the first K-1 coordinates; the remaining ``d - K + 1`` are 0.
     This meets the Rankin bound with equality, so no construction separates K classes
     better in angle.
 
+    Args:
+        num_classes: K >= 2.
+        dim: d >= K - 1.
+    Returns:
+        float32 ``[K, d]`` with unit L2 rows.
     Raises:
         ValueError: if ``K > d + 1`` (a regular simplex with K vertices needs K-1 dimensions).
+
+    Example:
+        >>> round(max_cosine(simplex_prototypes(3, 2)), 6)
+        -0.5
     """
     _check_sizes(num_classes, dim)
     if num_classes > dim + 1:
@@ -115,7 +136,7 @@ def simplex_prototypes(num_classes: int, dim: int) -> torch.Tensor:
 def smooth_max_cosine(prototypes: torch.Tensor, temperature: float = 20.0) -> torch.Tensor:
     """``(1/t) log sum_{i != j} exp(t cos(p_i, p_j))``: a smooth upper bound of the max cosine.
 
-    The objective the ``sphere`` construction minimises (spec §2.6 B.1, §7.2 P5). It exceeds
+    The objective the ``sphere`` construction minimises. It exceeds
     the true maximum by at most ``log(K (K-1)) / t``; for ``K <= d + 1`` its minimiser is
     the regular simplex (all cosines equal ``-1/(K-1)``, by Jensen's inequality).
 
@@ -125,6 +146,10 @@ def smooth_max_cosine(prototypes: torch.Tensor, temperature: float = 20.0) -> to
 
     Returns:
         a scalar tensor.
+
+    Example:
+        >>> float(smooth_max_cosine(simplex_prototypes(3, 2))) > -0.5
+        True
     """
     cosines = pairwise_cosines(prototypes)
     off_diagonal = ~torch.eye(cosines.shape[0], dtype=torch.bool, device=cosines.device)
@@ -138,6 +163,17 @@ def smooth_max_cosine_gradient(unit: torch.Tensor, temperature: float = 20.0) ->
     to ``p_i`` is ``sum_j (w_ij + w_ji) p_j``: every other prototype pulls on ``p_i`` with
     the weight of its pair, and the most similar pairs dominate. The radial part (which
     only changes the norm) is removed, leaving the direction that moves ``p_i`` on the sphere.
+
+    Args:
+        unit: prototypes with unit L2 rows ``[K, d]``.
+        temperature: t > 0.
+    Returns:
+        ``[K, d]``, orthogonal to each row of ``unit``.
+
+    Example:
+        >>> unit = simplex_prototypes(3, 2).double()
+        >>> smooth_max_cosine_gradient(unit).abs().max() < 1e-6  # the simplex is a critical point
+        tensor(True)
     """
     k = unit.shape[0]
     cosines = (unit @ unit.T).masked_fill(torch.eye(k, dtype=torch.bool, device=unit.device), float("-inf"))
@@ -157,14 +193,12 @@ def sphere_prototypes(
 ) -> torch.Tensor:
     """Unit-L2 prototypes spread over the sphere by minimising ``smooth_max_cosine``.
 
-    Start: seeded Gaussian vectors normalised to unit length (HPN's start, spec §2.5).
+    Start: seeded Gaussian vectors normalised to unit length (HPN's start).
     Step: heavy-ball momentum on the tangent gradient (``smooth_max_cosine_gradient``) with
     the learning rate decayed from ``lr`` to 0 on a half cosine, then re-normalisation of
-    every prototype to unit length. t = 20, lr 0.5 and 3000 steps are the spec's settings
-    (§7.2 P5); the momentum, the tangent projection and the decay are robustviz choices
-    [inferred]: without them plain descent stalls below the optimum, e.g. at 89.6 instead
-    of 90.6 degrees for K = d = 100 (the spec's NumPy run: 88) and at 88.5 instead of 109.5
-    degrees for K = 4, d = 3; momentum without the decay oscillates in d = 2 and 3.
+    every prototype to unit length. The momentum, the tangent projection and the decay are
+    robustviz choices: plain descent stalls below the optimum, and momentum without the decay
+    oscillates in d = 2 and 3 (README.md, "Settings and their sources" and "Notes").
 
     What it reaches (float64 arithmetic, returned as float32; checked in the tests):
 
@@ -177,7 +211,8 @@ def sphere_prototypes(
       Tammes optimum (K = 10: 65.2 against 66.15 degrees). Try a few seeds if it matters.
 
     Args:
-        num_classes: K >= 2. dim: d >= 2 (on the 1-D "sphere" {-1, 1} use ``simplex``, K = 2).
+        num_classes: K >= 2.
+        dim: d >= 2 (on the 1-D "sphere" {-1, 1} use ``simplex``, K = 2).
         seed: seed of the random start (a private generator; the global RNG is untouched).
         steps: descent steps (0 returns the random start).
         lr: initial step size. momentum: heavy-ball coefficient in [0, 1).
@@ -185,6 +220,10 @@ def sphere_prototypes(
 
     Returns:
         float32 ``[K, d]`` with unit L2 rows.
+
+    Example:
+        >>> round(min_angle(sphere_prototypes(4, 2, steps=300)), 1)
+        90.0
     """
     _check_sizes(num_classes, dim)
     if dim < 2:
@@ -212,6 +251,16 @@ def sylvester_hadamard(order: int) -> torch.Tensor:
 
     ``H_1 = [1]``, ``H_2n = [[H_n, H_n], [H_n, -H_n]]``. Rows are pairwise orthogonal
     (``H H^T = n I``); row 0 and column 0 are all ones.
+
+    Args:
+        order: n, a power of two.
+    Returns:
+        float32 ``[n, n]``.
+
+    Example:
+        >>> sylvester_hadamard(2)
+        tensor([[ 1.,  1.],
+                [ 1., -1.]])
     """
     if order < 1 or order & (order - 1):
         raise ValueError(f"a Sylvester-Hadamard matrix needs an order that is a power of two, got {order}")
@@ -226,11 +275,12 @@ def cube_prototypes(num_classes: int, dim: int, variant: str = "auto") -> torch.
     """+-1 prototypes (hypercube vertices) from the rows of a Sylvester-Hadamard matrix.
 
     Every prototype has ``||p||_inf = 1`` and ``||p||_2 = sqrt(d)``, and any two are at L-inf
-    distance exactly 2 (so L-inf separation cannot rank cube codes, spec pitfall 3; their
-    Hamming / L2 separation does). Construction, for a Hadamard order ``n = 2^m >= K``:
+    distance exactly 2 (so L-inf separation cannot rank cube codes: README.md, "L∞ separation
+    cannot rank cube vertices"; their Hamming / L2 separation does). Construction, for a
+    Hadamard order ``n = 2^m >= K``:
 
     * ``"orthogonal"``: rows ``0..K-1`` of ``H_n``; pairwise cosine 0. Needs ``n | d``.
-    * ``"simplex"`` (spec P10): rows ``0..K-1`` of ``H_n`` with column 0 (the all-ones
+    * ``"simplex"``: rows ``0..K-1`` of ``H_n`` with column 0 (the all-ones
       column) deleted, so ``n - 1`` coordinates; every pair has inner product -1, cosine
       ``-1/(n-1)``, which is the simplex bound ``-1/(K-1)`` when ``K = n``. Needs ``(n-1) | d``.
 
@@ -239,9 +289,21 @@ def cube_prototypes(num_classes: int, dim: int, variant: str = "auto") -> torch.
     simplex variant with the smallest feasible ``n``, else the orthogonal one with the
     largest ``n`` (fewest repeats). Example: K = 10 gives -1/15 for d = 15 or 30, 0 for d = 16.
 
+    Args:
+        num_classes: K >= 2.
+        dim: d, a multiple of the chosen block width ``n`` or ``n - 1``.
+        variant: ``"auto"``, ``"simplex"`` or ``"orthogonal"``.
+    Returns:
+        float32 ``[K, d]`` with entries +-1.
     Raises:
         ValueError: when no Hadamard order ``n`` with ``K <= n <= d + 1`` fits ``d`` (e.g.
             K = 10 needs d to be a multiple of 15, 16, 31, 32, 63, 64, ...).
+
+    Example:
+        >>> cube_prototypes(3, 3)
+        tensor([[ 1.,  1.,  1.],
+                [-1.,  1., -1.],
+                [ 1., -1., -1.]])
     """
     _check_sizes(num_classes, dim)
     if variant not in CUBE_VARIANTS:
@@ -282,7 +344,7 @@ def faithful_prototypes(
     objective: str = "sum",
     weight: float = 1.0,
 ) -> torch.Tensor:
-    """The prototype generator released with DRP (spec §2.2.1), seeded.
+    """The prototype generator released with DRP, seeded: SGD ascent on a sum of L-inf distances.
 
     Start: i.i.d. Uniform(-1, 1) (the release sets no seed; here ``seed`` fixes it).
     Objective, maximised by SGD (lr 0.01, momentum 0.9; the same update as ``torch.optim.SGD``
@@ -294,22 +356,27 @@ def faithful_prototypes(
     coordinate). The constant ``r`` term has no gradient and is left out. No normalisation,
     clipping or projection is applied, as released.
 
-    **Ill-posed** (spec §2.2.2-2.2.3): ``J`` is unbounded, so ``"sum"`` inflates the
-    prototypes (norms grow linearly with E) along a few dominant coordinates; prototypes
-    sharing one become nearly collinear with different norms. For K = 100, d = 100, E = 50
-    (the script default) the minimum angle is about 3 degrees and only about 40% of the
-    prototypes are classified as their own class by the released L-inf rule. ``"mean"``
+    **Ill-posed** (README.md, "Unbounded prototype generator"; numbers in "The 'faithful'
+    variant"): ``J`` is unbounded, so ``"sum"`` inflates the prototypes (norms grow linearly
+    with E) along a few dominant coordinates; prototypes sharing one become nearly collinear
+    with different norms. ``"mean"``
     divides the pair sum by K(K-1)/2 (a hypothesis for the unreleased ``prototypes-mean/``
     files [inferred]); its prototypes barely leave the random start.
 
     Args:
-        num_classes: K >= 2. dim: d >= 1. seed: seed of the start.
+        num_classes: K >= 2.
+        dim: d >= 1.
+        seed: seed of the start.
         steps: E (released configs: 100 for CIFAR-10, 1000 for CIFAR-100; script default 50).
         lr, momentum: the SGD settings. objective: ``"sum"`` (released) or ``"mean"``.
         weight: k, the weight of the distance sum ("1k" in the released file names).
 
     Returns:
         float32 ``[K, d]``, unnormalised.
+
+    Example:
+        >>> faithful_prototypes(10, 16, steps=100).abs().amax() > 1  # grown beyond the start
+        tensor(True)
     """
     _check_sizes(num_classes, dim)
     if objective not in FAITHFUL_OBJECTIVES:
@@ -340,28 +407,72 @@ def _separation_gradient(prototypes: torch.Tensor, objective: str, weight: float
 
 
 def max_cosine(prototypes: torch.Tensor) -> float:
-    """The largest off-diagonal cosine: how close the two most similar prototypes are."""
+    """The largest off-diagonal cosine ``max_{i != j} cos(p_i, p_j)``: how close the two most similar prototypes are.
+
+    Args:
+        prototypes: ``[K, d]``.
+    Returns:
+        a float in [-1, 1].
+
+    Example:
+        >>> max_cosine(torch.eye(3))
+        0.0
+    """
     cosines = pairwise_cosines(prototypes)
     eye = torch.eye(cosines.shape[0], dtype=torch.bool, device=cosines.device)
     return float(cosines.masked_fill(eye, float("-inf")).max())
 
 
 def min_angle(prototypes: torch.Tensor) -> float:
-    """The smallest pairwise angle in degrees, ``arccos(max_cosine)``."""
+    """The smallest pairwise angle in degrees, ``arccos(max_cosine)``.
+
+    Args:
+        prototypes: ``[K, d]``.
+    Returns:
+        a float in [0, 180] degrees.
+
+    Example:
+        >>> min_angle(torch.eye(3))
+        90.0
+    """
     return math.degrees(math.acos(max(-1.0, min(1.0, max_cosine(prototypes)))))
 
 
 def min_distance(prototypes: torch.Tensor, q: float = float("inf")) -> float:
-    """The smallest pairwise L-q distance (default L-inf, the released generator's metric)."""
+    """The smallest pairwise L-q distance ``min_{i != j} ||p_i - p_j||_q``.
+
+    The default L-inf is the released generator's metric.
+
+    Args:
+        prototypes: ``[K, d]``.
+        q: the norm, ``>= 1``.
+    Returns:
+        a float in feature units.
+
+    Example:
+        >>> min_distance(torch.eye(3))
+        1.0
+    """
     _check_matrix(prototypes)
     return float(F.pdist(prototypes.double(), q).min())
 
 
 def self_consistency(prototypes: torch.Tensor, q: float = 2.0) -> float:
-    """Fraction of classes whose own prototype is classified as that class (spec D1).
+    """Fraction of classes whose own prototype is classified as that class, in [0, 1].
 
     ``mean_c [argmax_k s_k(p_c) = c]`` with the decision rule ``prototype_scores`` and norm
-    ``q``. Below 1 even a perfect regressor ``f(x) = p_y`` would make mistakes.
+    ``q``. Below 1 even a perfect regressor ``f(x) = p_y`` would make mistakes (README.md,
+    "Unequal norms bias the dot product").
+
+    Args:
+        prototypes: ``[K, d]``.
+        q: the normalising norm of the rule.
+    Returns:
+        a float in [0, 1].
+
+    Example:
+        >>> self_consistency(torch.tensor([[1.0, 0.0], [3.0, 0.1]]))  # the long one takes both
+        0.5
     """
     scores = prototype_scores(prototypes, prototypes, q)
     own = torch.arange(prototypes.shape[0], device=prototypes.device)
@@ -369,13 +480,20 @@ def self_consistency(prototypes: torch.Tensor, q: float = 2.0) -> float:
 
 
 def prototype_geometry(prototypes: torch.Tensor, q: float = 2.0) -> dict[str, float]:
-    """A summary of a prototype set for reports and plots.
+    """A summary of a prototype set for reports and plots: separation, norms and self-consistency.
 
+    Args:
+        prototypes: ``[K, d]``.
+        q: the normalising norm of the rule used for ``self_consistency``.
     Returns:
         ``max_cosine``, ``min_angle`` (degrees), ``simplex_bound`` and ``simplex_angle``
         (degrees; the best any K prototypes can do), ``min_linf_distance``,
         ``min_linf_norm`` / ``max_linf_norm``, ``min_l2_norm`` / ``max_l2_norm`` and
         ``self_consistency`` (under the rule with norm ``q``).
+
+    Example:
+        >>> round(prototype_geometry(simplex_prototypes(4, 3))["min_angle"], 2)
+        109.47
     """
     bound = simplex_bound(prototypes.shape[0])
     linf, l2 = prototypes.abs().amax(dim=1), prototypes.norm(dim=1)
@@ -397,15 +515,23 @@ def prototype_geometry(prototypes: torch.Tensor, q: float = 2.0) -> dict[str, fl
 
 
 def prototype_scores(z: torch.Tensor, prototypes: torch.Tensor, q: float = 2.0) -> torch.Tensor:
-    """DRP's class scores ``s_c(z) = < z / max(||z||_q, 1e-12), p_c >`` (spec §2.4), ``[B, K]``.
-
-    Args:
-        z: features ``[B, d]``. prototypes: ``[K, d]``.
-        q: the norm that normalises ``z``: ``float("inf")`` (released rule with the L-inf
-            loss) or 2 (with the cosine loss); any ``q >= 1`` is accepted.
+    """DRP's class scores ``s_c(z) = < z / max(||z||_q, 1e-12), p_c >``, ``[B, K]``.
 
     Computed in float32 (float64 stays float64) with autocast disabled, so bf16/fp16
-    features do not lose the prototypes' precision (spec pitfall 7).
+    features do not lose the prototypes' precision (README.md, "Large prototypes in low
+    precision").
+
+    Args:
+        z: features ``[B, d]``.
+        prototypes: ``[K, d]``.
+        q: the norm that normalises ``z``: ``float("inf")`` (released rule with the L-inf
+            loss) or 2 (with the cosine loss); any ``q >= 1`` is accepted.
+    Returns:
+        ``[B, K]`` scores (higher = more likely).
+
+    Example:
+        >>> prototype_scores(torch.tensor([[3.0, 4.0]]), torch.eye(2))
+        tensor([[0.6000, 0.8000]])
     """
     _check_matrix(prototypes)
     if z.dim() != 2 or z.shape[1] != prototypes.shape[1]:
@@ -426,23 +552,28 @@ class PrototypeHead(nn.Module):
 
     Installed as ``model.head`` (by ``DRP.attach``), so ``model(x)`` returns the scores
     ``s(x) [B, K]`` and every attack, accuracy and AutoAttack run on the real decision rule
-    (spec §2.6, §6.3). The prototypes ``P [K, d]`` are a *buffer*: saved in the model's
-    ``state_dict``, moved by ``.to()``, never a parameter, never given to an optimiser.
+    (README.md, "Decision rule"). The prototypes ``P [K, d]`` are a *buffer*: saved in the
+    model's ``state_dict``, moved by ``.to()``, never a parameter, never given to an optimiser.
 
-    Properties worth knowing (spec §2.4):
+    Properties worth knowing:
 
-    * **Scale invariance**: ``s(alpha z) = s(z)`` for ``alpha > 0``, so the prediction
-      depends only on the direction of ``z`` (spec D2). A loss on the raw ``z`` (the L-inf
-      regression) can grow while the prediction stays put (spec §6.2).
-    * **Unequal-norm bias** (pitfall 2): the prototypes are *not* normalised, so a
-      prototype with a larger norm wins ties of direction and takes a larger region. With
-      equal-norm prototypes (``simplex``, ``sphere``, ``cube``) the argmax does not depend
-      on ``q`` and equals nearest-prototype in L2 after normalising (spec D3); with the
-      ``faithful`` prototypes (norms differing by up to 20x) it is neither.
+    * **Scale invariance**: ``s(a z) = s(z)`` for ``a > 0``, so the prediction depends only
+      on the direction of ``z``. A loss on the raw ``z`` (the L-inf regression) can grow
+      while the prediction stays put (README.md, "Attacking the training loss overestimates
+      robustness").
+    * **Unequal-norm bias** (README.md, "Unequal norms bias the dot product"): the prototypes
+      are *not* normalised, so a prototype with a larger norm wins ties of direction and takes
+      a larger region. With equal-norm prototypes (``simplex``, ``sphere``, ``cube``) the
+      argmax does not depend on ``q`` and equals nearest-prototype in L2 after normalising;
+      with the ``faithful`` prototypes it is neither.
 
     Args:
         prototypes: ``[K, d]`` float tensor (copied).
         q: the normalising norm, 2 or ``float("inf")``.
+
+    Example:
+        >>> PrototypeHead(torch.eye(3))(torch.tensor([[0.1, 2.0, 0.3]])).argmax(1).tolist()
+        [1]
     """
 
     def __init__(self, prototypes: torch.Tensor, q: float = 2.0) -> None:

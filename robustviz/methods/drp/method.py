@@ -1,12 +1,15 @@
-"""Deep Repulsive Prototypes (Serban, Poll & Visser 2021, arXiv:2105.12427).
+"""Deep Repulsive Prototypes: regress the features onto fixed, well-separated class prototypes.
 
-Spec: ``methods/drp.md``. Every class gets a fixed prototype ``p_c`` in the d-dimensional
-feature space, chosen before training to be far from the others ("repulsive"); the network
-is trained only to map each image onto its class prototype, and predicts with the
-normalised dot product ``argmax_c < f / ||f||_q, p_c >`` (spec §2.4). There is no
-adversarial training (spec §0.2, §2.3).
+Paper: Serban, Poll & Visser 2021, https://arxiv.org/abs/2105.12427. Formulas, settings and
+pitfalls: README.md in this folder.
 
-Two recipes (spec §2.6):
+Every class gets a fixed prototype ``p_c`` in the d-dimensional feature space, chosen before
+training to be far from the others ("repulsive"); the network is trained only to map each
+image onto its class prototype, and predicts with the normalised dot product
+``argmax_c < f / ||f||_q, p_c >`` (README.md, "Decision rule"). There is no adversarial
+training.
+
+Two recipes (README.md, "Settings and their sources"):
 
 * ``drp``: the idea with well-posed prototypes: ``sphere`` prototypes (the regular simplex
   for K <= d + 1, reached by the optimiser) and HPN's per-sample cosine loss, rule q = 2.
@@ -14,9 +17,9 @@ Two recipes (spec §2.6):
   L-inf regression loss with ``PairwiseDistance``'s eps, rule q = inf. It exists for the
   evaluation-pitfalls lesson; attaching it warns with the prototypes' geometry.
 
-The claimed robustness (>50% at 92% clean on CIFAR-10) was measured with PGD on the
-training loss (spec §4.1, §6.2); evaluate these models with attacks on ``model(x)``, the
-scores, which is what the prototype head makes possible.
+The paper's robustness claim rests on PGD against the training loss (README.md, "Attacking
+the training loss overestimates robustness"); evaluate these models with attacks on
+``model(x)``, the scores, which is what the prototype head makes possible.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ LOSS_TERM_NAMES = {"inf": "linf_dist", "cos": "cos_loss"}
 
 
 class DRP(Method):
-    """Regression of the features onto fixed, repulsive class prototypes.
+    """DRP training: regression of the features onto fixed, repulsive class prototypes.
+
+    ``L = (1/B) sum_i loss(f(x_i), p_{y_i})`` with the ``"cos"`` or ``"inf"`` loss
+    (``robustviz.methods.drp.loss``); prediction ``argmax_c < f / ||f||_q, p_c >``.
 
     ``attach`` builds the prototypes from ``(prototypes, prototype_seed, prototype_options)``
     for the model's ``num_classes`` and ``feat_dim`` (deterministic: a checkpoint reload
@@ -45,8 +51,8 @@ class DRP(Method):
     the label's prototype and logs the term under ``linf_dist`` or ``cos_loss``. The
     prototypes are a buffer of the head: fixed, in the checkpoint, not in the optimiser.
 
-    The features must be the output of a linear layer (spec pitfall 6): a ReLU output can
-    never reach negative prototype coordinates. Build the model with ``feat_dim=d``
+    The features must be the output of a linear layer (README.md, "Features must come from a
+    linear layer"): a ReLU output can never reach negative prototype coordinates. Build the model with ``feat_dim=d``
     (``robustviz.models.build(..., feat_dim=16)``), which adds a linear embedding.
 
     Args:
@@ -54,10 +60,11 @@ class DRP(Method):
         prototypes: ``"sphere"``, ``"simplex"``, ``"cube"`` or ``"faithful"``
             (``robustviz.methods.drp.head``).
         loss: ``"cos"`` (per-sample ``(1 - cos)^2``, rule q = 2) or ``"inf"`` (L-inf
-            regression, rule q = inf), spec §2.3-2.4.
+            regression, rule q = inf).
         prototype_seed: seed of the prototype construction (``sphere``, ``faithful``).
         prototype_options: extra settings of the construction, e.g. ``{"steps": 100}``.
-        eps_inside: for ``loss="inf"``: 1e-6 reproduces ``PairwiseDistance``'s floor.
+        eps_inside: for ``loss="inf"``: the shift inside the norm (not an attack budget);
+            1e-6 reproduces ``PairwiseDistance``'s floor (README.md, "Loss floor inside the norm").
         warn_geometry: warn in ``attach`` when the prototypes are the faithful ones or are
             not self-consistent (some prototype is not classified as its own class).
 
@@ -125,14 +132,16 @@ class DRP(Method):
             f"{geometry['min_angle']:.1f} deg (simplex bound {geometry['simplex_angle']:.1f}), L-inf norms "
             f"{geometry['min_linf_norm']:.3g}-{geometry['max_linf_norm']:.3g}, self-consistency "
             f"{geometry['self_consistency']:.2f} (fraction of prototypes classified as their own class). "
-            + ("The released generator is unbounded (spec drp.md §2.2.2); use it only to reproduce the paper."
+            + ("The released generator is unbounded (robustviz/methods/drp/README.md, \"Unbounded prototype "
+               "generator\"); use it only to reproduce the paper."
                if self.kind == "faithful" else ""),
             RuntimeWarning, stacklevel=3,
         )
 
 
 def _check_linear_features(model: nn.Module) -> None:
-    """Raise unless the model's last feature layer is linear (spec pitfall 6), when it can tell."""
+    """Raise unless the model's last feature layer is linear, when it can tell (README.md,
+    "Features must come from a linear layer")."""
     body = getattr(model, "body", None)
     if body is None:
         return
@@ -140,6 +149,7 @@ def _check_linear_features(model: nn.Module) -> None:
     if leaves and not isinstance(leaves[-1], nn.Linear):
         raise ValueError(
             f"DRP regresses the features onto prototypes with negative entries, but this model's features end "
-            f"in {type(leaves[-1]).__name__}, not a linear layer (spec pitfall 6). Build the model with "
+            f"in {type(leaves[-1]).__name__}, not a linear layer (robustviz/methods/drp/README.md, \"Features "
+            "must come from a linear layer\"). Build the model with "
             "feat_dim=d (robustviz.models.build(..., feat_dim=16)) to add a linear embedding."
         )

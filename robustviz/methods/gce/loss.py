@@ -1,14 +1,17 @@
-"""Guided Complement Entropy (GCE), Chen et al. 2019, arXiv:1903.09799 (spec: ``methods/gce.md``).
+"""Guided Complement Entropy (GCE): flatten the wrong-class distribution, guided by ``p_g ** alpha``.
+
+Paper: Chen et al. 2019, https://arxiv.org/abs/1903.09799. Formulas and pitfalls: README.md
+in this folder, "The formulas" and "Pitfalls".
 
 Cross-entropy only pushes the true-class probability ``p_g`` up; it does not care how the
 left-over mass ``1 - p_g`` is spread over the ``K - 1`` wrong classes. GCE flattens that
 *complement distribution*
 
-    q_j = p_j / (1 - p_g)  for j != g     (= softmax of the logits with z_g removed, spec §2.1)
+    q_j = p_j / (1 - p_g)  for j != g     (= softmax of the logits with z_g removed)
 
 and weights the flattening by a *guiding factor* ``p_g ** alpha``, so one term both raises
 the true class and neutralises the wrong ones. Per sample, in the minimisable sign of the
-official code (spec §2.3-2.5, Eq. 2 of the paper):
+official code (Eq. 2 of the paper, normalised; README.md, "The formulas"):
 
     loss_i = p_g ** alpha * sum_{j != g} q_j log q_j / log(K - 1)     in [-1, 0]
 
@@ -33,10 +36,11 @@ from torch import nn
 from ..._checks import check_labels
 from ..._precision import at_least_float32
 
-DEFAULT_ALPHA = 1 / 3  # the official MNIST value (0.333), spec §2.7
+DEFAULT_ALPHA = 1 / 3  # the official MNIST value (0.333)
 REDUCTIONS = ("mean", "sum", "none")
 
-# The three stabilising constants of the official code, in order of appearance (spec §2.8).
+# The three stabilising constants of the official code, in order of appearance (used only with
+# official=True; README.md, "Confidence ceiling of the official epsilons").
 OFFICIAL_COMPLEMENT_EPS = 1e-7  # added to 1 - p_g before dividing
 OFFICIAL_GUIDE_EPS = 1e-7  # added to p_g before raising it to alpha
 OFFICIAL_LOG_EPS = 1e-10  # added to q inside the log
@@ -49,32 +53,40 @@ def guided_complement_entropy(
     official: bool = False,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """The GCE loss (to minimise) of a batch of logits.
+    """The GCE loss (to minimise) of a batch of logits, per sample or reduced.
 
-    Default, the exact and stable form (spec §2.9): the guiding factor is
+    ``loss_i = p_g ** alpha * sum_{j != g} q_j log q_j / log(K - 1)``, in [-1, 0].
+
+    Default, the exact and stable form (README.md, "Numerics"): the guiding factor is
     ``exp(alpha * log_softmax(z)_g)`` and ``log q`` is the log-softmax of the logits with
     the target masked out, so nothing is divided by ``1 - p_g`` and no epsilon is needed.
-    Normaliser ``log(K - 1)`` [inferred from the paper, spec §2.4]. The loss decreases
-    monotonically as the true-class margin grows (flat complement).
+    Normaliser ``log(K - 1)`` [inferred from the paper; README.md, "Normaliser"]. The loss
+    decreases monotonically as the true-class margin grows (flat complement).
 
-    ``official=True`` reproduces the authors' MNIST code (spec §2.8): explicit softmax,
+    ``official=True`` reproduces the authors' MNIST code: explicit softmax,
     ``q = p / (1 - p_g + 1e-7)``, guiding factor ``(p_g + 1e-7) ** alpha``,
     ``log(q + 1e-10)`` and normaliser ``log K`` (the code hard-codes ``K = 10``; here
     ``K`` is the real number of classes). The first epsilon makes that loss climb back
     towards 0 once ``1 - p_g`` falls below about 1e-7 (a logit margin of about 10 for
-    ``K = 10``): it is non-monotone in confidence. Use it only to reproduce the paper.
+    ``K = 10``): it is non-monotone in confidence (README.md, "Confidence ceiling of the
+    official epsilons"). Use it only to reproduce the paper.
 
     Args:
         logits: class scores ``[B, K]`` with ``K >= 3``. bf16/fp16 inputs are computed in
             float32; float64 stays float64.
         y: true labels ``[B]`` (int64, in ``[0, K)``).
-        alpha: exponent of the guiding factor ``p_g ** alpha`` (>= 0). 0 gives plain
-            normalised complement entropy, which cannot raise the true class (spec §2.6).
+        alpha: exponent of the guiding factor ``p_g ** alpha`` (>= 0, no unit). 0 gives plain
+            normalised complement entropy, which cannot raise the true class (README.md,
+            "Complement entropy alone cannot learn").
         official: use the official code's epsilons and ``log K`` normaliser.
         reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (``[B]``).
 
     Returns:
         a scalar, or ``[B]`` for ``reduction="none"``; values in ``[-1, 0]``.
+
+    Example:
+        >>> round(float(guided_complement_entropy(torch.zeros(4, 10), torch.tensor([0, 1, 2, 3]))), 6)
+        -0.464159
     """
     num_classes = _check_inputs(logits, y)
     if not math.isfinite(alpha) or alpha < 0:
@@ -94,10 +106,21 @@ def guided_complement_entropy(
 
 
 def guiding_factor(logits: torch.Tensor, y: torch.Tensor, alpha: float = DEFAULT_ALPHA) -> torch.Tensor:
-    """``p_g ** alpha`` per sample ``[B]``, computed as ``exp(alpha * log p_g)`` (spec §2.9 step 1).
+    """The guiding factor ``p_g ** alpha`` per sample, computed as ``exp(alpha * log p_g)``.
 
     The log form has a finite gradient even where ``p_g`` underflows to 0, unlike
-    ``p_g ** alpha`` whose derivative is infinite at 0 for ``alpha < 1`` (spec §7.5).
+    ``p_g ** alpha`` whose derivative is infinite at 0 for ``alpha < 1`` (README.md, "Numerics").
+
+    Args:
+        logits: ``[B, K]``, ``K >= 3``.
+        y: true labels ``[B]`` (int64).
+        alpha: the exponent, ``>= 0``.
+    Returns:
+        ``[B]`` values in [0, 1].
+
+    Example:
+        >>> guiding_factor(torch.zeros(1, 8), torch.tensor([0]), alpha=1 / 3)
+        tensor([0.5000])
     """
     _check_inputs(logits, y)
     return _guiding_factor(at_least_float32(logits), y, alpha)
@@ -109,9 +132,19 @@ def _guiding_factor(logits: torch.Tensor, y: torch.Tensor, alpha: float) -> torc
 
 
 def complement_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``log q`` ``[B, K]``: log-softmax over the non-target logits, ``-inf`` at the target.
+    """The log complement distribution ``log q``: log-softmax over the non-target logits, ``-inf`` at the target.
 
-    ``q`` does not depend on the true logit ``z_g`` at all (spec §2.1).
+    ``q`` does not depend on the true logit ``z_g`` at all.
+
+    Args:
+        logits: ``[B, K]``, ``K >= 3``.
+        y: true labels ``[B]`` (int64).
+    Returns:
+        ``[B, K]`` log-probabilities.
+
+    Example:
+        >>> complement_log_probs(torch.zeros(1, 3), torch.tensor([0])).exp()
+        tensor([[0.0000, 0.5000, 0.5000]])
     """
     _check_inputs(logits, y)
     return _complement_log_probs(at_least_float32(logits), y)
@@ -123,19 +156,39 @@ def _complement_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor
 
 
 def complement_distribution(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The wrong-class distribution ``q`` ``[B, K]`` (rows sum to 1, exactly 0 at the target).
+    """The wrong-class distribution ``q_j = p_j / (1 - p_g)``, exactly 0 at the target.
 
     Useful for the sorted-probability bar charts: GCE makes these rows flat.
+
+    Args:
+        logits: ``[B, K]``, ``K >= 3``.
+        y: true labels ``[B]`` (int64).
+    Returns:
+        ``[B, K]``, rows summing to 1.
+
+    Example:
+        >>> complement_distribution(torch.tensor([[5.0, 0.0, 0.0]]), torch.tensor([0]))
+        tensor([[0.0000, 0.5000, 0.5000]])
     """
     _check_inputs(logits, y)
     return _complement_log_probs(at_least_float32(logits), y).exp()
 
 
 def normalized_complement_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``H(q) / log(K - 1)`` per sample ``[B]``, in ``[0, 1]`` (1 = perfectly flat complement).
+    """The normalised complement entropy ``H(q) / log(K - 1)`` per sample (1 = perfectly flat complement).
 
-    ``H(q) = -sum_{j != g} q_j log q_j`` is COT's complement entropy (spec §2.2); this is
-    the quantity to histogram when comparing GCE with cross-entropy models (spec §5).
+    ``H(q) = -sum_{j != g} q_j log q_j`` is COT's complement entropy; this is the quantity to
+    histogram when comparing GCE with cross-entropy models (README.md, "Evaluate it honestly").
+
+    Args:
+        logits: ``[B, K]``, ``K >= 3``.
+        y: true labels ``[B]`` (int64).
+    Returns:
+        ``[B]`` values in [0, 1].
+
+    Example:
+        >>> normalized_complement_entropy(torch.zeros(2, 5), torch.tensor([0, 1]))
+        tensor([1., 1.])
     """
     _check_inputs(logits, y)
     return _normalized_complement_entropy(at_least_float32(logits), y)
@@ -152,7 +205,7 @@ def _normalized_complement_entropy(logits: torch.Tensor, y: torch.Tensor) -> tor
 
 
 def _official_per_sample(logits: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int) -> torch.Tensor:
-    """The official code's per-sample loss ``[B]`` (spec §2.8), normaliser ``log K``."""
+    """The official code's per-sample loss ``[B]``, with its epsilons and the normaliser ``log K``."""
     probs = F.softmax(logits, dim=1)
     p_true = probs.gather(1, y[:, None])
     q = probs / (1 - p_true + OFFICIAL_COMPLEMENT_EPS)
@@ -173,7 +226,7 @@ def _check_inputs(logits: torch.Tensor, y: torch.Tensor) -> int:
     if num_classes < 3:
         raise ValueError(
             f"guided complement entropy needs K >= 3 classes, got K={num_classes}: with K=2 the "
-            "complement has one class, its entropy is always 0 and log(K-1) = 0 (spec §2.9). "
+            "complement has one class, its entropy is always 0 and log(K-1) = 0. "
             "Use cross-entropy for binary problems."
         )
     check_labels(y, num_classes, "y")
@@ -183,12 +236,16 @@ def _check_inputs(logits: torch.Tensor, y: torch.Tensor) -> int:
 
 
 class GuidedComplementEntropy(nn.Module):
-    """``nn.Module`` form of ``guided_complement_entropy``: ``GuidedComplementEntropy()(logits, y)``.
+    """``guided_complement_entropy`` as a module: ``GuidedComplementEntropy()(logits [B, K], y [B])``.
 
     Args:
         alpha: guiding-factor exponent (default 1/3, the official MNIST value).
         official: reproduce the official code's epsilons and ``log K`` normaliser.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Example:
+        >>> round(float(GuidedComplementEntropy()(torch.zeros(4, 10), torch.tensor([0, 1, 2, 3]))), 6)
+        -0.464159
     """
 
     def __init__(self, alpha: float = DEFAULT_ALPHA, official: bool = False, reduction: str = "mean") -> None:

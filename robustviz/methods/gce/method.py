@@ -1,18 +1,20 @@
-"""GCE training (Chen et al. 2019, arXiv:1903.09799; spec ``methods/gce.md``).
+"""GCE training: the guided complement entropy alone (``gce``) or as the outer loss of PGD-AT (``gce_at``).
 
-Two recipes:
+Paper: Chen et al. 2019, https://arxiv.org/abs/1903.09799. Formulas, settings and pitfalls:
+README.md in this folder.
 
 * ``gce``: minimise the guided complement entropy alone, with no cross-entropy term, as
-  the paper and the official code do (spec §2.10). The guiding factor ``p_g ** alpha`` is
-  the only thing that raises the true class.
+  the paper and the official code do. The guiding factor ``p_g ** alpha`` is the only thing
+  that raises the true class.
 * ``gce_at``: Madry-style PGD adversarial training whose outer loss is GCE on the
-  adversarial examples [inferred: the paper's adversarial-training setup is unknown,
-  spec §2.11]. The inner attack maximises cross-entropy by default (the standard strong
-  attack); ``inner_loss="gce"`` maximises GCE itself, like the official attack script.
+  adversarial examples [inferred: the paper's adversarial-training setup is unknown;
+  README.md, "Training-time attack (`gce_at` only)"]. The inner attack maximises
+  cross-entropy by default (the standard strong attack); ``inner_loss="gce"`` maximises GCE
+  itself, like the official attack script.
 
-GCE's robustness without adversarial training was measured with weak attacks (the official
-PGD maximises GCE, whose gradient vanishes at a flat complement): always evaluate these
-models with cross-entropy and margin PGD as well (spec §6).
+The paper's robustness without adversarial training rests on weak attacks (the official PGD
+maximises GCE, whose gradient vanishes at a flat complement: README.md, "Weak attack loss"):
+always evaluate these models with cross-entropy and margin PGD as well.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ INNER_LOSSES = ("ce", "margin", "gce")
 
 
 def require_three_classes(model: nn.Module) -> None:
-    """Raise a clear ``ValueError`` if the model has fewer than 3 classes (GCE is undefined)."""
+    """Raise a clear ``ValueError`` if the model has fewer than 3 classes (README.md, "Binary problems").
+
+    Args:
+        model: a model with ``num_classes`` (a model without it is let through).
+
+    Example:
+        >>> require_three_classes(models.build("mlp", 2, 1))  # doctest: +SKIP
+        Traceback (most recent call last):
+        ValueError: GCE needs at least 3 classes, ...
+    """
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and num_classes < 3:
         raise ValueError(
@@ -43,7 +54,10 @@ def require_three_classes(model: nn.Module) -> None:
 
 
 class GuidedComplementEntropyTraining(Method):
-    """Standard training with the GCE loss instead of cross-entropy (spec §2.3-2.9).
+    """Standard training with the GCE loss instead of cross-entropy.
+
+    ``L = (1/B) sum_i p_g ** alpha * sum_{j != g} q_j log q_j / log(K - 1)`` on the clean
+    batch (``guided_complement_entropy``).
 
     Logged terms: ``gce`` (the loss, in [-1, 0]) and ``complement_entropy`` (the batch's mean
     normalised complement entropy ``H(q) / log(K - 1)``, 1 = flat wrong classes).
@@ -52,8 +66,12 @@ class GuidedComplementEntropyTraining(Method):
         eps: unused (every recipe's method takes it; GCE crafts no adversarial examples).
         alpha: guiding-factor exponent (official MNIST value 1/3; the CIFAR value is
             [unknown], third-party ports use 0.2).
-        official: use the official code's epsilons and ``log K`` normaliser (spec §2.8)
-            instead of the exact, monotone form.
+        official: use the official code's epsilons and ``log K`` normaliser instead of the
+            exact, monotone form (README.md, "Confidence ceiling of the official epsilons").
+
+    Example:
+        >>> method = GuidedComplementEntropyTraining(alpha=1 / 3)
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "gce"
@@ -73,12 +91,12 @@ class GuidedComplementEntropyTraining(Method):
 
 
 class GCEAdversarialTraining(AdversarialTraining):
-    """PGD adversarial training with GCE as the outer loss [inferred, spec §2.11].
+    """PGD adversarial training with GCE as the outer loss [inferred; README.md, "Training-time attack"].
 
     Loss per batch: ``(1 - w) * GCE(f(x_adv), y) + w * GCE(f(x), y)`` with
-    ``w = clean_weight`` (0: adversarial examples only, as Madry et al.; 0.5: the 50/50 mix
-    the spec mentions). ``x_adv`` is crafted by L-inf PGD (random start, model in eval
-    mode, see ``AdversarialTraining``) maximising ``inner_loss``.
+    ``w = clean_weight`` (0: adversarial examples only, as Madry et al.; 0.5: an even mix of
+    clean and adversarial loss). ``x_adv`` is crafted by L-inf PGD (random start, model in
+    eval mode, see ``AdversarialTraining``) maximising ``inner_loss``.
 
     Logged terms: ``adv_gce``, ``eps`` (the current, possibly ramped budget) and, when
     ``clean_weight > 0``, ``clean_gce``.
@@ -90,6 +108,10 @@ class GCEAdversarialTraining(AdversarialTraining):
         inner_loss: what PGD maximises: ``"ce"`` (default, the standard strong attack),
             ``"margin"`` (Carlini-Wagner margin) or ``"gce"`` (the GCE loss itself with the
             same ``alpha``/``official``, like the official attack script; weaker).
+
+    Example:
+        >>> method = GCEAdversarialTraining(eps=0.3, steps=40, step_size=0.01)
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "gce_at"

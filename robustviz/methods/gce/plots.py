@@ -4,8 +4,8 @@ Guided Complement Entropy (``robustviz.methods.gce.loss``) trains the *complemen
 ``q_j = p_j / (1 - p_g)`` (the probabilities of the wrong classes, renormalised) to be flat.
 The normalised complement entropy ``H(q) / log(K - 1)`` is 1 for a perfectly flat complement
 and 0 when one wrong class takes all of it. Histograms over a test set show the difference
-between a cross-entropy and a GCE model (spec ``methods/gce.md`` §5), next to the
-true-class probability ``p_g``.
+between a cross-entropy and a GCE model (README.md in this folder, "Evaluate it honestly"),
+next to the true-class probability ``p_g``.
 
 Example:
     >>> plot_complement_entropy({"ce": ce_model, "gce": gce_model}, x, y).savefig("gce.png")  # doctest: +SKIP

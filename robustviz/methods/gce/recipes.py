@@ -6,11 +6,11 @@ from ...settings import shortened
 from ..base import Recipe
 from .method import GCEAdversarialTraining, GuidedComplementEntropyTraining
 
-# The official MNIST setting (spec §3.1): LeNet-5, Adam 1e-3, batch 64, 20 epochs, constant lr,
-# raw [0, 1] inputs.
+# The official MNIST setting (README.md, "Settings and their sources"): LeNet-5, Adam 1e-3,
+# batch 64, 20 epochs, constant lr, raw [0, 1] inputs.
 _OFFICIAL_MNIST = dict(model="lenet5", epochs=20, batch_size=64, optimizer="adam", lr=1e-3,
                        schedule="constant", milestones=(), input_norm="none")
-# The group's COT CIFAR recipe, which a third-party GCE port also uses [inferred, spec §3.2], with
+# The group's COT CIFAR recipe, which a third-party GCE port also uses [inferred], with
 # its per-channel mean/std normalisation.
 _COT_CIFAR = dict(model="preact_resnet18", epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
                   momentum=0.9, weight_decay=1e-4, schedule="multistep", milestones=(100, 150),
@@ -49,12 +49,12 @@ RECIPES: list[Recipe] = [
         overrides={
             # The same settings as pgd_at, so the two differ only in the outer loss.
             ("mnist", "quick"): dict(epochs=5, method_kwargs=dict(steps=5, step_size=0.1, eps_ramp=0.3)),
-            # Spec §2.11: eps 0.3, 40 steps of 0.01, random start; optimiser and length of
+            # eps 0.3, 40 steps of 0.01, random start; optimiser and length of
             # Madry et al. (Adam 1e-4, batch 50, about 100k iterations), as pgd_at.
             ("mnist", "full"): _MADRY_MNIST,
             ("mnist", "lab"): shortened("mnist", _MADRY_MNIST, 10),
             ("cifar", "quick"): dict(method_kwargs=dict(steps=5, step_size=2 / 255)),
-            # Spec §2.11: eps 8/255, 10 steps of 2/255 on the COT recipe of §3.2.
+            # eps 8/255, 10 steps of 2/255 on the COT recipe above.
             ("cifar", "full"): dict(**_COT_CIFAR, method_kwargs=dict(steps=10, step_size=2 / 255)),
             # Lab: as pgd_at's lab (PGD-2 of 4/255, 15 epochs of the fast-AT cyclic schedule), so the
             # two still differ only in the outer loss.

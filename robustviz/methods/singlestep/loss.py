@@ -1,8 +1,11 @@
-"""The SAT-R1/R2/R3 training losses (Vivek & Babu 2020, arXiv:2002.00614; spec ``singlestep.md``).
+"""The SAT-R1/R2/R3 training losses: FGSM cross-entropy plus one penalty against gradient masking.
+
+Paper: Vivek & Babu 2020, "Regularizers for Single-step Adversarial Training",
+https://arxiv.org/abs/2002.00614. Formulas and pitfalls: README.md in this folder.
 
 Single-step (FGSM) adversarial training can fall into gradient masking: the model learns a
 loss surface on which its own FGSM examples are weak. Each regulariser penalises one
-measurable symptom of that (spec §1, §3):
+measurable symptom of that:
 
 * R1: the logits of the FGSM and the I-FGSM example of the same image should agree.
 * R2: the logits of the FGSM example of ``x`` and of a randomly shifted copy of ``x``
@@ -11,7 +14,7 @@ measurable symptom of that (spec §1, §3):
   full-eps loss (a monotone, not a masked, loss).
 
 Every loss takes the class scores of **one** train-mode forward pass over the concatenated
-batch of adversarial samples, exactly as the authors' code does (spec §3), and returns the
+batch of adversarial samples, exactly as the authors' code does (README.md, "The update step"), and returns the
 total loss with its named parts. The samples themselves are built in
 ``robustviz.methods.singlestep``.
 
@@ -38,13 +41,17 @@ LossParts = tuple[torch.Tensor, dict[str, torch.Tensor]]
 def logit_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distance between logit vectors, summed over classes, averaged over samples.
 
-    ``mean_i sum_k (a_ik - b_ik)^2`` (the authors' ``l2_square``, spec §2).
+    ``mean_i sum_k (a_ik - b_ik)^2`` (the authors' ``l2_square``).
 
     Args:
         a, b: logits ``[N, K]`` of the same shape (``N >= 1``).
 
     Returns:
-        a scalar tensor.
+        a scalar tensor (squared logit units).
+
+    Example:
+        >>> logit_sqdist(torch.zeros(2, 3), torch.ones(2, 3))
+        tensor(3.)
     """
     if a.shape != b.shape or a.dim() != 2:
         raise ValueError(f"logit_sqdist needs two [N, K] tensors of one shape, got {tuple(a.shape)} "
@@ -55,14 +62,14 @@ def logit_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def sat_r1_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, n_multistep: int = 1) -> LossParts:
-    """SAT-R1: FGSM cross-entropy plus the FGSM vs I-FGSM logit gap (spec §3.1).
+    """SAT-R1: FGSM cross-entropy plus the FGSM vs I-FGSM logit gap (README.md, "SAT-R1").
 
     ``L = CE(scores[:B], y) + lam * sqdist(scores[B - n:B], scores[B:])``
 
     Args:
         scores: logits ``[B + n, K]`` of one forward pass over ``cat(x_fgsm [B], x_ifgsm [n])``,
             where ``x_ifgsm`` are the I-FGSM examples of the **last** ``n`` images of the batch
-            (the authors use ``n = 1``, spec pitfall 4).
+            (the authors use ``n = 1``; README.md, "One I-FGSM sample per batch").
         y: labels ``[B]``; only the ``B`` FGSM rows enter the cross-entropy.
         lam: weight of the regulariser (>= 0; 0.2 in the authors' code).
         n_multistep: ``n``, the number of I-FGSM rows at the end of ``scores``.
@@ -70,6 +77,11 @@ def sat_r1_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, n_multistep: 
     Returns:
         ``(loss, {"fgsm_ce": ..., "r1": ...})``, all scalars with their graphs. Gradients flow
         through both logit branches of the gap: neither is detached.
+
+    Example:
+        >>> loss, parts = sat_r1_loss(torch.zeros(5, 10), torch.zeros(4, dtype=torch.long), lam=0.2)
+        >>> round(float(loss), 4), float(parts["r1"])
+        (2.3026, 0.0)
     """
     batch = _check_rows(scores, y, extra=n_multistep, what="SAT-R1", layout="B + n_multistep")
     _check_weight(lam, "lam")
@@ -81,17 +93,23 @@ def sat_r1_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, n_multistep: 
 
 
 def sat_r2_loss(scores: torch.Tensor, y: torch.Tensor, lam: float) -> LossParts:
-    """SAT-R2: FGSM cross-entropy plus the FGSM vs R-FGSM logit gap (spec §3.2).
+    """SAT-R2: FGSM cross-entropy plus the FGSM vs R-FGSM logit gap (README.md, "SAT-R2").
 
     ``L = CE(scores[:B], y) + lam * sqdist(scores[:B], scores[B:])``
 
     Args:
         scores: logits ``[2B, K]`` of one forward pass over ``cat(x_fgsm, x_rfgsm)``.
         y: labels ``[B]``; the cross-entropy uses the FGSM half only.
-        lam: weight of the regulariser (>= 0; 5 on MNIST, 25 on CIFAR-10 in the authors' code).
+        lam: weight of the regulariser (>= 0; 5 on MNIST, 25 on CIFAR-10 in the authors' code;
+            README.md, "λ depends on the logit scale").
 
     Returns:
         ``(loss, {"fgsm_ce": ..., "r2": ...})``, scalars with their graphs.
+
+    Example:
+        >>> loss, parts = sat_r2_loss(torch.zeros(8, 10), torch.zeros(4, dtype=torch.long), lam=25.0)
+        >>> round(float(loss), 4)
+        2.3026
     """
     batch = _check_rows(scores, y, extra=y.shape[0], what="SAT-R2", layout="2B")
     _check_weight(lam, "lam")
@@ -101,21 +119,33 @@ def sat_r2_loss(scores: torch.Tensor, y: torch.Tensor, lam: float) -> LossParts:
 
 
 def r3_hinge(ce_lo: torch.Tensor, ce_hi: torch.Tensor, tau: float) -> torch.Tensor:
-    """The R3 hinge ``max(0, CE_lo - tau * CE_hi)`` on batch-mean cross-entropies (spec §3.3).
+    """The R3 hinge ``max(0, CE_lo - tau * CE_hi)`` on batch-mean cross-entropies.
 
     Positive when the loss at the small step is more than ``tau`` times the loss at the full
     step, i.e. when the loss along the adversarial ray is flat or non-monotone.
+
+    Args:
+        ce_lo: batch-mean cross-entropy at the small step (scalar, nats).
+        ce_hi: batch-mean cross-entropy at the full step (scalar, nats).
+        tau: ratio threshold, ``>= 0``.
+    Returns:
+        a scalar ``>= 0``.
+
+    Example:
+        >>> r3_hinge(torch.tensor(1.0), torch.tensor(2.0), tau=0.6)
+        tensor(0.)
     """
     return F.relu(ce_lo - tau * ce_hi)
 
 
 def sat_r3_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, tau: float) -> LossParts:
-    """SAT-R3: full-eps cross-entropy plus the monotonicity hinge (spec §3.3, pitfall 7).
+    """SAT-R3: full-eps cross-entropy plus the monotonicity hinge (README.md, "SAT-R3").
 
     ``L = CE_hi + lam * max(0, CE_lo - tau * CE_hi)`` with ``CE_lo = CE(scores[:B], y)`` and
     ``CE_hi = CE(scores[B:], y)``. The hinge acts on the batch means, not per sample (a
     per-sample hinge is a different method). When it is active the objective is
-    ``(1 - lam * tau) * CE_hi + lam * CE_lo``, so ``lam * tau < 1`` is required.
+    ``(1 - lam * tau) * CE_hi + lam * CE_lo``, so ``lam * tau < 1`` is required (README.md,
+    "Batch-mean hinge, and λτ < 1").
 
     Args:
         scores: logits ``[2B, K]`` of one forward pass over ``cat(x_lo, x_hi)`` (the authors'
@@ -126,6 +156,11 @@ def sat_r3_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, tau: float) -
 
     Returns:
         ``(loss, {"ce_lo": ..., "ce_hi": ..., "r3_hinge": ...})``, scalars with their graphs.
+
+    Example:
+        >>> loss, parts = sat_r3_loss(torch.zeros(8, 10), torch.zeros(4, dtype=torch.long), lam=1.0, tau=0.6)
+        >>> round(float(parts["r3_hinge"]), 4)
+        0.921
     """
     batch = _check_rows(scores, y, extra=y.shape[0], what="SAT-R3", layout="2B")
     check_r3_settings(lam, tau)
@@ -136,9 +171,16 @@ def sat_r3_loss(scores: torch.Tensor, y: torch.Tensor, lam: float, tau: float) -
 
 
 def check_r3_settings(lam: float, tau: float) -> None:
-    """Raise ``ValueError`` unless ``lam >= 0``, ``tau >= 0`` and ``lam * tau < 1`` (spec pitfall 7).
+    """Raise ``ValueError`` unless ``lam >= 0``, ``tau >= 0`` and ``lam * tau < 1``.
 
-    With ``lam * tau >= 1`` the active hinge would reward *raising* the full-eps loss.
+    With ``lam * tau >= 1`` the active hinge would reward *raising* the full-eps loss
+    (README.md, "Batch-mean hinge, and λτ < 1").
+
+    Args:
+        lam: hinge weight. tau: ratio threshold.
+
+    Example:
+        >>> check_r3_settings(1.0, 0.6)
     """
     _check_weight(lam, "lam")
     _check_weight(tau, "tau")
@@ -150,7 +192,16 @@ def check_r3_settings(lam: float, tau: float) -> None:
 
 
 class SATR1Loss(nn.Module):
-    """``nn.Module`` form of ``sat_r1_loss``: ``SATR1Loss(lam=0.2)(scores, y)`` -> scalar loss."""
+    """``sat_r1_loss`` as a module: ``SATR1Loss(lam=0.2)(scores [B + n, K], y [B])`` -> scalar loss.
+
+    Args:
+        lam: regulariser weight, ``>= 0``.
+        n_multistep: I-FGSM rows at the end of ``scores``.
+
+    Example:
+        >>> round(float(SATR1Loss()(torch.zeros(5, 10), torch.zeros(4, dtype=torch.long))), 4)
+        2.3026
+    """
 
     def __init__(self, lam: float = 0.2, n_multistep: int = 1) -> None:
         super().__init__()
@@ -162,7 +213,15 @@ class SATR1Loss(nn.Module):
 
 
 class SATR2Loss(nn.Module):
-    """``nn.Module`` form of ``sat_r2_loss``: ``SATR2Loss(lam=25)(scores, y)`` -> scalar loss."""
+    """``sat_r2_loss`` as a module: ``SATR2Loss(lam=25)(scores [2B, K], y [B])`` -> scalar loss.
+
+    Args:
+        lam: regulariser weight, ``>= 0``.
+
+    Example:
+        >>> round(float(SATR2Loss()(torch.zeros(8, 10), torch.zeros(4, dtype=torch.long))), 4)
+        2.3026
+    """
 
     def __init__(self, lam: float = 25.0) -> None:
         super().__init__()
@@ -174,7 +233,16 @@ class SATR2Loss(nn.Module):
 
 
 class SATR3Loss(nn.Module):
-    """``nn.Module`` form of ``sat_r3_loss``: ``SATR3Loss(lam=1, tau=0.6)(scores, y)`` -> scalar loss."""
+    """``sat_r3_loss`` as a module: ``SATR3Loss(lam=1, tau=0.6)(scores [2B, K], y [B])`` -> scalar loss.
+
+    Args:
+        lam: hinge weight, ``>= 0``.
+        tau: ratio threshold, ``>= 0``; ``lam * tau < 1``.
+
+    Example:
+        >>> round(float(SATR3Loss()(torch.zeros(8, 10), torch.zeros(4, dtype=torch.long))), 4)
+        3.2236
+    """
 
     def __init__(self, lam: float = 1.0, tau: float = 0.6) -> None:
         super().__init__()

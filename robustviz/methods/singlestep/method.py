@@ -1,31 +1,33 @@
 """SAT-R1 / R2 / R3: single-step adversarial training with regularisers against gradient masking.
 
-Vivek B.S. & R. Venkatesh Babu 2020, "Regularizers for Single-step Adversarial Training",
-arXiv:2002.00614; implemented from the authors' code ``val-iisc/SAT-Rx`` (spec
-``singlestep.md``). FGSM adversarial training is cheap but can become *pseudo-robust*: the
+Paper: Vivek B.S. & R. Venkatesh Babu 2020, "Regularizers for Single-step Adversarial
+Training", https://arxiv.org/abs/2002.00614; implemented from the authors' code
+``val-iisc/SAT-Rx``. Formulas, settings and pitfalls: README.md in this folder.
+
+FGSM adversarial training is cheap but can become *pseudo-robust*: the
 model bends its loss surface so that its own FGSM examples are weak (gradient masking,
 "catastrophic overfitting"). Each method adds one cheap penalty that masking would raise:
 
-* ``sat_r1``: FGSM vs I-FGSM logits of the batch's last image must agree (spec §3.1).
-* ``sat_r2``: FGSM vs R-FGSM (random corner, then FGSM) logits must agree (spec §3.2).
+* ``sat_r1``: FGSM vs I-FGSM logits of the batch's last image must agree.
+* ``sat_r2``: FGSM vs R-FGSM (random corner, then FGSM) logits must agree.
 * ``sat_r3``: the loss at a small step along one adversarial ray must stay below ``tau``
-  times the loss at the full step (spec §3.3).
+  times the loss at the full step.
 
-One training step, as in the authors' code (spec §2-3):
+One training step, as in the authors' code (README.md, "The update step"):
 
 1. build the adversarial samples with the model in **eval mode** (``eval_mode`` restores
    every submodule's mode; BatchNorm running statistics are not touched), in float32 even
-   under autocast (spec pitfall 10), with the true labels;
+   under autocast (README.md, "Mixed precision"), with the true labels;
 2. run **one** train-mode forward pass over the concatenated samples (``B + 1`` rows for
    R1, ``2B`` for R2 and R3), so BatchNorm batch statistics mix the sample types
-   (pitfall 5);
+   (README.md, "BatchNorm modes");
 3. the loss of ``robustviz.methods.singlestep.loss``. The samples are constants (no gradient
    flows into them and no second-order graph is built); there is no clean-sample term and
-   ``lam`` is constant (no ramp, spec §3.4).
+   ``lam`` is constant (no ramp).
 
 The sample generators are plain functions, usable on their own in notebooks.
 
-Recipes (``RECIPES``, spec §3-4). Every one feeds the network raw [0, 1] pixels
+Recipes (``RECIPES``; README.md, "Settings and their sources"). Every one feeds the network raw [0, 1] pixels
 (``input_norm="none"``, the authors' code has mean 0 and std 1), so the authors' learning
 rates mean what they meant there, and keeps the epoch with the best held-out I-FGSM-3
 accuracy (``monitor_attack="ifgsm"``, ``monitor_steps=3``, ``rollback=True``), the authors'
@@ -74,30 +76,46 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------
-# Sample generators (spec §2). Inputs ``x`` [B, ...] in [0, 1], labels ``y`` [B], budgets
+# Sample generators (README.md, "The formulas"). Inputs ``x`` [B, ...] in [0, 1], labels ``y`` [B], budgets
 # in [0, 1] pixel units. Outputs are detached, on ``x``'s device and dtype.
 # ---------------------------------------------------------------------------------------
 
 
 def fgsm_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """FGSM as in the authors' code: ``clip(x + eps * sign(grad_x CE))``, no random start (spec §2).
+    """FGSM as in the authors' code: ``clip(x + eps * sign(grad_x CE))``, no random start.
 
-    Crafted in eval mode and float32. Returns ``x_fgsm`` with ``|x_fgsm - x| <= eps``, in [0, 1].
+    Crafted in eval mode and float32.
+
+    Args:
+        model: the classifier. x: inputs ``[B, ...]`` in [0, 1]. y: labels ``[B]``.
+        eps: L-inf budget in [0, 1] pixel units.
+    Returns:
+        ``x_fgsm`` ``[B, ...]`` with ``|x_fgsm - x| <= eps``, in [0, 1].
+
+    Example:
+        >>> x_fgsm = fgsm_sample(model, x, y, eps=0.3)  # doctest: +SKIP
     """
     with _full_precision(x):
         return fgsm(model, x, y, eps, loss="ce")
 
 
 def ifgsm_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
-    """I-FGSM: ``steps`` signed steps of size ``eps / steps`` from ``x``, each followed by a clip (spec §2).
+    """I-FGSM: ``steps`` signed steps of size ``eps / steps`` from ``x``, each followed by a clip.
 
     The authors clip only to [0, 1]: ``steps * (eps / steps) = eps`` already bounds the
     distance. Here each step is also clipped to the eps-ball, which changes nothing except
     float rounding, so I-FGSM is PGD without random start and with step ``eps / steps``.
     Crafted in eval mode and float32.
 
+    Args:
+        model: the classifier. x: inputs ``[B, ...]`` in [0, 1]. y: labels ``[B]``.
+        eps: L-inf budget in [0, 1] pixel units.
+        steps: K, the number of steps (>= 1).
     Returns:
-        ``x_ifgsm`` with ``|x_ifgsm - x| <= eps``, in [0, 1].
+        ``x_ifgsm`` ``[B, ...]`` with ``|x_ifgsm - x| <= eps``, in [0, 1].
+
+    Example:
+        >>> x_ifgsm = ifgsm_sample(model, x, y, eps=0.3, steps=10)  # doctest: +SKIP
     """
     if int(steps) != steps or steps < 1:
         raise ValueError(f"I-FGSM needs an integer number of steps >= 1, got {steps}")
@@ -107,15 +125,23 @@ def ifgsm_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
 
 
 def random_corner(x: torch.Tensor, alpha: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The random step of SAT-R2/R3: ``x + alpha * sign(n)`` with ``n ~ N(0, I)`` (spec §2).
+    """The random step of SAT-R2/R3: ``x + alpha * sign(n)`` with ``n ~ N(0, I)``.
 
     A random corner of the L-inf ball of radius ``alpha``, **not** clipped to [0, 1] (R2
     takes its gradient there; R3 clips it first). Noise comes from ``generator`` (drawn on
     the CPU, so a seeded call gives the same corner on any device) or, if ``None``, from the
     global torch RNG on ``x``'s device (which ``fit`` reseeds every epoch).
 
+    Args:
+        x: inputs ``[B, ...]`` in [0, 1].
+        alpha: the step, in [0, 1] pixel units.
+        generator: a seeded CPU generator, or ``None`` for the global RNG.
     Returns:
         a tensor of ``x``'s shape, device and dtype.
+
+    Example:
+        >>> random_corner(torch.zeros(2, 3), 0.1).abs().unique()
+        tensor([0.1000])
     """
     alpha = check_eps(alpha, "alpha")
     if generator is not None:
@@ -128,13 +154,21 @@ def random_corner(x: torch.Tensor, alpha: float, generator: torch.Generator | No
 def sat_r1_samples(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, n_multistep: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SAT-R1 samples (spec §3.1): FGSM of every image, I-FGSM of the last ``n`` images.
+    """The SAT-R1 samples: FGSM of every image, I-FGSM of the last ``n`` images.
 
-    The authors use ``n = 1``: the last image of the (shuffled) batch (pitfall 4). A batch
-    smaller than ``n_multistep`` uses all its images.
+    The authors use ``n = 1``: the last image of the (shuffled) batch (README.md, "One I-FGSM
+    sample per batch"). A batch smaller than ``n_multistep`` uses all its images.
 
+    Args:
+        model: the classifier. x: inputs ``[B, ...]`` in [0, 1]. y: labels ``[B]``.
+        eps: L-inf budget in [0, 1] pixel units.
+        steps: I-FGSM steps.
+        n_multistep: n, the images (the last of the batch) that get an I-FGSM sample.
     Returns:
         ``(x_fgsm [B, ...], x_ifgsm [n, ...])``, both within ``eps`` of ``x`` and in [0, 1].
+
+    Example:
+        >>> x_fgsm, x_ifgsm = sat_r1_samples(model, x, y, eps=0.3, steps=10)  # doctest: +SKIP
     """
     if int(n_multistep) != n_multistep or n_multistep < 1:
         raise ValueError(f"n_multistep must be an integer >= 1, got {n_multistep}")
@@ -153,7 +187,7 @@ def sat_r2_samples(
     project: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SAT-R2 samples (spec §2, §3.2): FGSM of ``x`` and "R-FGSM" of a random corner.
+    """The SAT-R2 samples: FGSM of ``x`` and "R-FGSM" of a random corner.
 
     ``x_r = x + alpha * sign(n)`` (not clipped), then, from **one** eval-mode gradient pass
     over ``cat(x, x_r)``:
@@ -164,11 +198,20 @@ def sat_r2_samples(
       ``eps + alpha`` (0.31 on MNIST, 10/255 on CIFAR-10), as in the authors' code.
 
     ``project=True`` clips ``x_rfgsm`` to the eps-ball around ``x`` instead. That is a
-    different method (spec pitfall 3): its samples respect the threat model, the authors'
-    do not.
+    different method (README.md, "Samples outside the ε-ball"): its samples respect the threat
+    model, the authors' do not.
 
+    Args:
+        model: the classifier. x: inputs ``[B, ...]`` in [0, 1]. y: labels ``[B]``.
+        eps: L-inf budget in [0, 1] pixel units.
+        alpha: the random corner step, in [0, 1] pixel units.
+        project: clip ``x_rfgsm`` to the eps-ball.
+        generator: a seeded CPU generator for the corner, or ``None`` for the global RNG.
     Returns:
         ``(x_fgsm, x_rfgsm)``, each ``[B, ...]`` in [0, 1].
+
+    Example:
+        >>> x_fgsm, x_rfgsm = sat_r2_samples(model, x, y, eps=0.3, alpha=0.01)  # doctest: +SKIP
     """
     x_work, y_work, eps = prepare_inputs(model, x, y, eps)
     x_r = random_corner(x_work, alpha, generator)
@@ -191,17 +234,26 @@ def sat_r3_samples(
     project: bool = False,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The SAT-R3 samples (spec §3.3): a small and a full step along one adversarial ray.
+    """The SAT-R3 samples: a small and a full step along one adversarial ray.
 
     ``x_r = clip(x + alpha * sign(n))``, ``g = sign(grad CE at x_r)`` (one eval-mode pass,
     shared by both samples), ``x_lo = clip(x_r + eps_lo * g)``, ``x_hi = clip(x_r + eps_hi * g)``.
     By default nothing is projected, so ``|x_hi - x|`` reaches ``eps_hi + alpha`` (the
     authors' code). ``project=True`` clips ``x_lo`` to the ``eps_lo``-ball and ``x_hi`` to the
-    ``eps_hi``-ball around ``x``: a different method (spec pitfall 3), whose samples are no
-    longer exactly on one ray.
+    ``eps_hi``-ball around ``x``: a different method (README.md, "Samples outside the
+    ε-ball"), whose samples are no longer exactly on one ray.
 
+    Args:
+        model: the classifier. x: inputs ``[B, ...]`` in [0, 1]. y: labels ``[B]``.
+        eps_lo: the small step, eps_hi: the full step, both in [0, 1] pixel units.
+        alpha: the random corner step, in [0, 1] pixel units.
+        project: clip each sample to its own ball.
+        generator: a seeded CPU generator for the corner, or ``None`` for the global RNG.
     Returns:
         ``(x_lo, x_hi)``, each ``[B, ...]`` in [0, 1].
+
+    Example:
+        >>> x_lo, x_hi = sat_r3_samples(model, x, y, eps_lo=0.1, eps_hi=0.3, alpha=0.01)  # doctest: +SKIP
     """
     eps_lo, eps_hi = check_eps(eps_lo, "eps_lo"), check_eps(eps_hi, "eps_hi")
     if not eps_lo < eps_hi:
@@ -224,7 +276,7 @@ def _gradient_sign(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
 
 
 def _full_precision(x: torch.Tensor) -> AbstractContextManager:
-    """Autocast off: a bf16/fp16 input gradient can underflow to sign(0) = 0 (spec pitfall 10)."""
+    """Autocast off: a bf16/fp16 input gradient can underflow to sign(0) = 0 (README.md, "Mixed precision")."""
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
@@ -240,17 +292,24 @@ def _like(x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class SATR1(Method):
-    """SAT-R1: FGSM-AT plus ``lam * ||f(FGSM(x_j)) - f(I-FGSM(x_j))||^2`` (spec §3.1).
+    """SAT-R1 training: FGSM-AT plus ``lam * ||f(FGSM(x_j)) - f(I-FGSM(x_j))||^2`` on the last image(s).
+
+    ``L = CE(f(x_fgsm), y) + lam * (1/n) sum_j ||f(x_fgsm_j) - f(x_ifgsm_j)||^2`` (``sat_r1_loss``).
 
     Args:
-        eps: L-inf budget in [0, 1] units (0.3 MNIST, 8/255 CIFAR-10).
+        eps: L-inf budget in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR-10).
         steps: I-FGSM steps ``K`` of size ``eps / K`` (10 MNIST, 3 CIFAR-10).
         lam: regulariser weight (0.2 in the authors' code, both datasets).
         n_multistep: images (the last of the batch) that get an I-FGSM sample; the authors
-            use 1, more lowers the variance of the penalty (pitfall 4, robustviz option).
+            use 1, more lowers the variance of the penalty (README.md, "One I-FGSM sample per
+            batch"; robustviz option).
         attack_bn: BatchNorm statistics while crafting: ``"eval"`` (the authors') or ``"train"``.
 
     Logged terms: ``fgsm_ce`` and ``r1`` (the logit gap, before ``lam``).
+
+    Example:
+        >>> method = SATR1(eps=0.3, steps=10, lam=0.2)
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "sat_r1"
@@ -277,18 +336,25 @@ class SATR1(Method):
 
 
 class SATR2(Method):
-    """SAT-R2: FGSM-AT plus ``lam * mean_i ||f(x_fgsm_i) - f(x_rfgsm_i)||^2`` (spec §3.2).
+    """SAT-R2 training: FGSM-AT plus ``lam * mean_i ||f(x_fgsm_i) - f(x_rfgsm_i)||^2``.
+
+    ``L = CE(f(x_fgsm), y) + lam * (1/B) sum_i ||f(x_fgsm_i) - f(x_rfgsm_i)||^2`` (``sat_r2_loss``).
 
     Args:
-        eps: L-inf budget in [0, 1] units.
+        eps: L-inf budget in [0, 1] pixel units.
         alpha: size of the random corner step (0.01 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``,
             the CIFAR-10 ratio [inferred for other datasets].
-        lam: regulariser weight (5 MNIST, 25 CIFAR-10; depends on the logit scale, pitfall 8).
-        project: clip the R-FGSM sample to the eps-ball (a different method, pitfall 3); the
-            default ``False`` is the authors' code (distance up to ``eps + alpha``).
+        lam: regulariser weight (5 MNIST, 25 CIFAR-10; README.md, "λ depends on the logit scale").
+        project: clip the R-FGSM sample to the eps-ball (a different method: README.md,
+            "Samples outside the ε-ball"); the default ``False`` is the authors' code (distance
+            up to ``eps + alpha``).
         attack_bn: BatchNorm statistics while crafting: ``"eval"`` (the authors') or ``"train"``.
 
     Logged terms: ``fgsm_ce`` and ``r2`` (the logit gap, before ``lam``).
+
+    Example:
+        >>> method = SATR2(eps=0.3, alpha=0.01, lam=5.0)
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "sat_r2"
@@ -312,20 +378,28 @@ class SATR2(Method):
 
 
 class SATR3(Method):
-    """SAT-R3: ``CE_hi + lam * max(0, CE_lo - tau * CE_hi)`` on one adversarial ray (spec §3.3).
+    """SAT-R3 training: ``CE_hi + lam * max(0, CE_lo - tau * CE_hi)`` on one adversarial ray.
+
+    ``CE_lo`` and ``CE_hi`` are the batch-mean cross-entropies at the small and the full step
+    (``sat_r3_loss``).
 
     Args:
-        eps: the full step ``eps_hi`` in [0, 1] units (0.3 MNIST, 8/255 CIFAR-10).
+        eps: the full step ``eps_hi`` in [0, 1] pixel units (0.3 MNIST, 8/255 CIFAR-10).
         eps_lo: the small step (0.1 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``, the
             CIFAR-10 ratio [inferred for other datasets]. Must satisfy ``0 < eps_lo < eps``.
         alpha: random corner step (0.01 MNIST, 2/255 CIFAR-10). ``None``: ``eps / 4``.
         lam: hinge weight (1 in the authors' code).
         tau: ratio threshold (0.4 MNIST, 0.6 CIFAR-10); ``lam * tau < 1`` is required.
-        project: clip each sample to its own eps-ball (a different method, pitfall 3).
+        project: clip each sample to its own eps-ball (a different method: README.md, "Samples
+            outside the ε-ball").
         attack_bn: BatchNorm statistics while crafting: ``"eval"`` (the authors') or ``"train"``.
 
     Logged terms: ``ce_lo``, ``ce_hi``, ``r3_hinge`` and ``r3_active`` (the fraction of
     batches whose hinge is on).
+
+    Example:
+        >>> method = SATR3(eps=0.3, eps_lo=0.1, alpha=0.01, lam=1.0, tau=0.4)
+        >>> out = method.loss(model, Batch(x, y))  # doctest: +SKIP
     """
 
     key = "sat_r3"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from ..base import Recipe
 from .method import SATR1, SATR2, SATR3
 
-# Recipes (spec §3-4)
+# Recipes (README.md, "Settings and their sources")
 # ---------------------------------------------------------------------------------------
 
 
 def step_milestones(epochs: int) -> tuple[int, int, int]:
-    """The authors' step schedule as ``fit`` milestones (spec §4, pitfall 13).
+    """The authors' step schedule as ``fit`` milestones (README.md, "Learning-rate drops one epoch late").
 
     The authors divide the learning rate by 5, 25 and 125 at the *end* of the epochs with
     0-indexed number ``E/4``, ``2E/4`` and ``3E/4`` (Python 2 integer division), so the new
@@ -25,7 +25,7 @@ def step_milestones(epochs: int) -> tuple[int, int, int]:
 
 
 def _authors_setup(model: str, epochs: int, batch_size: int, lr: float, augment: str | None, **kwargs) -> dict:
-    """The authors' training setup (spec §4): raw [0, 1] inputs, SGD m 0.9, wd 5e-4, step
+    """The authors' training setup: raw [0, 1] inputs, SGD m 0.9, wd 5e-4, step
     schedule /5, /25, /125, and the epoch with the best held-out I-FGSM-3 accuracy kept."""
     return dict(model=model, epochs=epochs, batch_size=batch_size, optimizer="sgd", lr=lr, momentum=0.9,
                 weight_decay=5e-4, schedule="multistep", gamma=0.2, milestones=step_milestones(epochs),
@@ -58,7 +58,7 @@ def _mnist_quick(lr: float, **kwargs) -> dict:
     return _authors_setup("lenet_plus", 4, 32, lr, None, **kwargs)
 
 
-# The authors' hyperparameters (spec §3), per dataset family.
+# The authors' hyperparameters (README.md, "Settings and their sources"), per dataset family.
 _R1 = {"mnist": dict(steps=10, lam=0.2), "cifar": dict(steps=3, lam=0.2)}
 _R2 = {"mnist": dict(alpha=0.01, lam=5.0), "cifar": dict(alpha=2 / 255, lam=25.0)}
 _R3 = {"mnist": dict(eps_lo=0.1, alpha=0.01, lam=1.0, tau=0.4),

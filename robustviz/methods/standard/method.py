@@ -1,6 +1,10 @@
 """The baselines: standard training (``ce``) and adversarial training (``pgd_at``,
 ``fgsm_at``, ``fgsm_rs``).
 
+Papers: Madry et al. 2018, https://arxiv.org/abs/1706.06083; Goodfellow et al. 2015,
+https://arxiv.org/abs/1412.6572; Wong, Rice & Kolter 2020, https://arxiv.org/abs/2001.03994.
+Formulas, settings and pitfalls: README.md in this folder.
+
 All three adversarial-training baselines solve Madry et al.'s saddle-point problem
 
     min_theta  E_(x,y) [ max_{||delta||_inf <= eps} CE(f_theta(x + delta), y) ]
@@ -29,7 +33,16 @@ from ..base import FIRST_STEP, AttackingMethod, Batch, Method, Step, StepOutput
 
 
 class CrossEntropy(Method):
-    """Standard training: minimise the mean cross-entropy of the clean batch."""
+    """Standard training: minimise the mean cross-entropy of the clean batch, ``(1/B) sum_i CE(f(x_i), y_i)``.
+
+    Args:
+        eps: unused (every recipe's method takes it).
+
+    Logged terms: ``ce``.
+
+    Example:
+        >>> out = CrossEntropy().loss(model, Batch(x, y))  # doctest: +SKIP
+    """
 
     key = "ce"
 
@@ -43,7 +56,7 @@ class CrossEntropy(Method):
 
 
 class AdversarialTraining(AttackingMethod):
-    """Train on adversarial examples crafted by L-inf PGD against the current model.
+    """Adversarial training: train on examples crafted by L-inf PGD against the current model.
 
     Loss per batch: ``(1 - w) * CE(f(x_adv), y) + w * CE(f(x), y)`` with ``w = clean_weight``
     (0 in Madry et al. and Wong et al.).
@@ -54,7 +67,7 @@ class AdversarialTraining(AttackingMethod):
     et al. and Rice et al. do (without their side effect of moving the running statistics).
 
     Args:
-        eps: L-inf budget in [0, 1] units.
+        eps: L-inf budget in [0, 1] pixel units.
         steps: attack steps (1 for the FGSM variants).
         step_size: step in [0, 1] units at full eps (default ``2.5 * eps / steps``).
         random_start: start from a uniform point of the eps-ball.
@@ -63,6 +76,9 @@ class AdversarialTraining(AttackingMethod):
             0 to their full values; 0 disables the ramp. A ramp helps small networks
             start learning at MNIST's eps = 0.3 [robustviz choice, not in Madry et al.].
         attack_bn: BatchNorm mode while crafting, ``"eval"`` or ``"train"`` (see above).
+
+    Logged terms: ``adv_ce``, ``eps`` (the budget in use) and, when ``clean_weight > 0``,
+    ``clean_ce``.
 
     Example:
         >>> method = AdversarialTraining(eps=0.3, steps=10, step_size=0.075)

@@ -49,8 +49,9 @@ RECIPES: list[Recipe] = [
                 # Lab: PGD-2 of 4/255 (eps / 2, random start; Andriushchenko & Flammarion's PGD-2
                 # baseline) for 15 epochs of the fast-AT cyclic schedule, instead of Rice et al.'s
                 # PGD-10 of 2/255 for 200 epochs of step decay: the budget of about 10 T4 minutes.
-                # Fewer attack steps for more epochs: PGD-5 for 8 epochs reached only 66.6 % clean
-                # accuracy (docs/gpu.md). Attack crafted in train mode, as in the full profile.
+                # Fewer attack steps for more epochs: a PGD-5 setting for fewer epochs gave lower
+                # clean accuracy (README.md, "What the papers report and what robustviz measures").
+                # Attack crafted in train mode, as in the full profile.
                 ("cifar", "lab"): dict(epochs=15, method_kwargs=dict(steps=2, step_size=4 / 255, attack_bn="train")),
                 # Rice et al. 2020 (PreAct ResNet-18): 10 steps of 2/255, 200 epochs, normalised
                 # inputs, the attack crafted in train mode.

@@ -1,5 +1,7 @@
-"""TRADES (Zhang et al. 2019, "Theoretically Principled Trade-off between Robustness and
-Accuracy", arXiv:1901.08573): natural cross-entropy plus a KL "boundary" term.
+"""The TRADES loss: natural cross-entropy plus a KL "boundary" term.
+
+Paper: Zhang et al. 2019, "Theoretically Principled Trade-off between Robustness and Accuracy",
+https://arxiv.org/abs/1901.08573. Formulas and pitfalls: README.md in this folder.
 
     L = CE(f(x), y) + beta * (1/b) sum_i KL( p(x_i) || p(x_i') )
 
@@ -26,9 +28,19 @@ from ...geometry import kl_per_sample
 
 
 def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
-    """The TRADES robust term: batch mean of ``KL(p(x) || p(x'))`` (scalar, nats).
+    """The TRADES robust term: ``(1/B) sum_i KL(p(x_i) || p(x_i'))`` with ``p = softmax``.
 
     Equals the official ``KLDivLoss(size_average=False)(...) / batch_size``.
+
+    Args:
+        clean_logits: ``[B, K]`` scores of the clean batch.
+        adv_logits: ``[B, K]`` scores of the adversarial batch.
+    Returns:
+        a scalar ``>= 0``, in nats.
+
+    Example:
+        >>> trades_kl(torch.zeros(2, 3), torch.zeros(2, 3))
+        tensor(0.)
     """
     return kl_per_sample(clean_logits, adv_logits).mean()
 
@@ -44,7 +56,7 @@ class TradesParts(NamedTuple):
 def trades_loss(
     clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor, beta: float = 6.0
 ) -> TradesParts:
-    """``CE(f(x), y) + beta * mean_i KL(p(x_i) || p(x_i'))`` (the TRADES objective).
+    """The TRADES objective ``CE(f(x), y) + beta * (1/B) sum_i KL(p(x_i) || p(x_i'))`` and its parts.
 
     Args:
         clean_logits: ``[B, K]`` scores of the clean batch.
@@ -53,7 +65,12 @@ def trades_loss(
         beta: weight of the KL term (``1/lambda`` in the paper), ``>= 0``.
 
     Returns:
-        ``TradesParts(loss, natural_ce, kl)``; gradients flow through both logits.
+        ``TradesParts(loss, natural_ce, kl)``, scalars; gradients flow through both logits.
+
+    Example:
+        >>> parts = trades_loss(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 1]), beta=6.0)
+        >>> round(float(parts.loss), 4), float(parts.kl)
+        (1.3863, 0.0)
     """
     if beta < 0:
         raise ValueError(f"beta must be >= 0, got {beta}")
@@ -63,7 +80,15 @@ def trades_loss(
 
 
 class TradesLoss(nn.Module):
-    """``nn.Module`` form of ``trades_loss``; ``forward`` returns the scalar total."""
+    """``trades_loss`` as a module: ``TradesLoss(beta)(clean_logits [B, K], adv_logits [B, K], y [B])`` -> scalar.
+
+    Args:
+        beta: weight of the KL term, ``>= 0``.
+
+    Example:
+        >>> round(float(TradesLoss(6.0)(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 1]))), 4)
+        1.3863
+    """
 
     def __init__(self, beta: float = 6.0) -> None:
         super().__init__()

@@ -1,5 +1,8 @@
-"""TRADES (Zhang et al. 2019, arXiv:1901.08573): keep the clean cross-entropy and add a KL
-term that makes the prediction on the worst point of the eps-ball agree with the clean one.
+"""TRADES training: keep the clean cross-entropy and add a KL term that makes the prediction
+on the worst point of the eps-ball agree with the clean one.
+
+Paper: Zhang et al. 2019, https://arxiv.org/abs/1901.08573. Formulas, settings and pitfalls:
+README.md in this folder.
 
     L = CE(f(x), y) + beta * mean_i KL( p(x_i) || p(x_i') ),
     x' = argmax_{x' in ball(x, eps)} KL( p(x) || p(x') )     (robustviz.attacks.trades)
@@ -22,8 +25,10 @@ from .loss import trades_loss
 class TRADES(AttackingMethod):
     """TRADES training: crafts ``x'`` with the KL attack, minimises ``CE + beta * KL``.
 
+    ``L = CE(f(x), y) + beta * (1/B) sum_i KL(p(x_i) || p(x_i'))`` (``trades_loss``).
+
     Args:
-        eps: L-inf budget in [0, 1] units.
+        eps: L-inf budget in [0, 1] pixel units.
         steps: KL-attack steps (TRADES: 10 on CIFAR-10, 40 on MNIST).
         step_size: attack step at full eps, [0, 1] units (default ``2.5 * eps / steps``).
         beta: weight of the KL term (``1/lambda`` in the paper; 6 in its headline runs).
