@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from robustviz import data, models
 from robustviz.methods.gce import RECIPES, GCEAdversarialTraining, GuidedComplementEntropyTraining
 from robustviz.methods.gce.loss import (
-    GuidedComplementEntropy,
     complement_distribution,
     guided_complement_entropy,
     guiding_factor,
@@ -196,9 +195,6 @@ def test_reductions():
     assert per_sample.shape == (12,)
     assert torch.allclose(guided_complement_entropy(logits, y, reduction="sum"), per_sample.sum())
     assert torch.allclose(guided_complement_entropy(logits, y), per_sample.sum() / 12)
-    module = GuidedComplementEntropy(reduction="none")
-    assert torch.equal(module(logits, y), per_sample)
-    assert "alpha=0.3333" in repr(module)
 
 
 def test_vectorised_loss_equals_a_per_sample_loop():

@@ -26,7 +26,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..._precision import at_least_float32
 from ...geometry import squared_distances
@@ -182,30 +181,6 @@ def _check_magnet_inputs(z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor
     if not torch.equal(cluster_classes[cluster], y):
         raise ValueError("all members of a batch cluster must have the same class")
     return cluster_classes
-
-
-class MagnetLoss(nn.Module):
-    """``magnet_loss`` as a module with fixed settings: ``forward(z, cluster, y) -> MagnetTerms``.
-
-    Args:
-        alpha: the margin in nats (ClusTR: 12.5).
-        floor: the ``1e-8`` of the official code, ``> 0``.
-
-    Example:
-        >>> z = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
-        >>> MagnetLoss(alpha=1.0)(z, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 1])).per_example.shape
-        torch.Size([4])
-    """
-
-    def __init__(self, alpha: float = 12.5, floor: float = 1e-8) -> None:
-        super().__init__()
-        self.alpha, self.floor = alpha, floor
-
-    def forward(self, z: torch.Tensor, cluster: torch.Tensor, y: torch.Tensor) -> MagnetTerms:
-        return magnet_loss(z, cluster, y, self.alpha, self.floor)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, floor={self.floor}"
 
 
 def qtrades_consistency(

@@ -31,7 +31,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..._checks import check_labels
 from ..._precision import at_least_float32
@@ -233,31 +232,3 @@ def _check_inputs(logits: torch.Tensor, y: torch.Tensor) -> int:
     if y.shape[0] != logits.shape[0]:
         raise ValueError(f"logits has {logits.shape[0]} rows but y has {y.shape[0]} labels; they must match")
     return num_classes
-
-
-class GuidedComplementEntropy(nn.Module):
-    """``guided_complement_entropy`` as a module: ``GuidedComplementEntropy()(logits [B, K], y [B])``.
-
-    Args:
-        alpha: guiding-factor exponent (default 1/3, the official MNIST value).
-        official: reproduce the official code's epsilons and ``log K`` normaliser.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-
-    Example:
-        >>> round(float(GuidedComplementEntropy()(torch.zeros(4, 10), torch.tensor([0, 1, 2, 3]))), 6)
-        -0.464159
-    """
-
-    def __init__(self, alpha: float = DEFAULT_ALPHA, official: bool = False, reduction: str = "mean") -> None:
-        super().__init__()
-        if not math.isfinite(alpha) or alpha < 0:
-            raise ValueError(f"alpha must be a finite number >= 0, got {alpha}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; choose one of: {', '.join(REDUCTIONS)}")
-        self.alpha, self.official, self.reduction = alpha, official, reduction
-
-    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return guided_complement_entropy(logits, y, self.alpha, self.official, self.reduction)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha:.4g}, official={self.official}, reduction={self.reduction!r}"

@@ -21,7 +21,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..._precision import at_least_float32
 from ...geometry import kl_per_sample
@@ -77,27 +76,3 @@ def trades_loss(
     natural_ce = F.cross_entropy(at_least_float32(clean_logits), y)
     kl = trades_kl(clean_logits, adv_logits)
     return TradesParts(natural_ce + beta * kl, natural_ce, kl)
-
-
-class TradesLoss(nn.Module):
-    """``trades_loss`` as a module: ``TradesLoss(beta)(clean_logits [B, K], adv_logits [B, K], y [B])`` -> scalar.
-
-    Args:
-        beta: weight of the KL term, ``>= 0``.
-
-    Example:
-        >>> round(float(TradesLoss(6.0)(torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0, 1]))), 4)
-        1.3863
-    """
-
-    def __init__(self, beta: float = 6.0) -> None:
-        super().__init__()
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        self.beta = beta
-
-    def forward(self, clean_logits: torch.Tensor, adv_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return trades_loss(clean_logits, adv_logits, y, self.beta).loss
-
-    def extra_repr(self) -> str:
-        return f"beta={self.beta}"
