@@ -29,12 +29,11 @@ from robustviz.methods.clustr.loss import magnet_loss, qtrades_consistency
 from robustviz.methods.clustr.sampler import (
     ClusterIndex,
     build_cluster_index,
-    embed,
     nearest_impostors,
     neighbourhood_batch,
     seed_distribution,
 )
-from robustviz.models import RobustModel
+from robustviz.models import RobustModel, features_of
 from robustviz.train import fit
 from robustviz.train import loop as fit_module
 from robustviz.train.checkpoint import load_state
@@ -208,7 +207,7 @@ def test_embeddings_for_the_index_use_eval_mode_and_restore_the_mode():
     model = bn_dropout_model().train()
     x = torch.rand(50, 2)
     running = model.body[1].running_mean.clone()
-    z = embed(model, x, batch_size=16)
+    z = features_of(model, x, batch_size=16)
     assert model.training and torch.equal(model.body[1].running_mean, running)
     model.eval()
     assert torch.allclose(z, model.features(x))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .._checks import check_batch, check_eps, check_inputs
+from ..models.base import eval_mode  # noqa: F401  (re-exported: every attack runs under it)
 from .losses import AttackLoss
 
 NORMS = ("linf", "l2")
@@ -25,18 +26,6 @@ NORMS = ("linf", "l2")
 # hundred MB less than at 500, which keeps a CPU notebook inside Binder's 2 GB, at no cost
 # in speed on a CPU (docs/benchmarks.md). On a GPU pass a larger ``batch_size``.
 ATTACK_BATCH_SIZE = 128
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` (and every submodule) in eval mode; restore each module's mode after."""
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 ATTACK_BN_MODES = ("eval", "train")

@@ -30,6 +30,7 @@ import math
 import torch
 
 from ..geometry import centre_rule, check_centres, nearest_centre_class, squared_distances
+from ..models import features_of
 
 VARIANTS = ("nearest", "best_same_class")
 
@@ -165,18 +166,16 @@ def certified_radii(
     """
     centres, labels, space = model_centres(model)
     device = centres.device
-    was_training = model.training
-    model.eval()
+    features = features_of(model, x, batch_size)
     radii, correct = [], []
     for i in range(0, x.shape[0], batch_size):
-        z = model.features(x[i: i + batch_size].to(device)).float()
+        z = features[i: i + batch_size].to(device)
         if space == "unit features":
             z = z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
         right = nearest_centre_class(z, centres, labels) == y[i: i + batch_size].to(device)
         radius = feature_radius(z, centres, labels)
         radii.append(torch.where(right, radius, torch.zeros_like(radius)).cpu())
         correct.append(right.cpu())
-    model.train(was_training)
     return torch.cat(radii), torch.cat(correct)
 
 

@@ -22,12 +22,14 @@ from functools import partial
 import torch
 
 from .._checks import unknown_name_error
-from .base import Normalize, RobustModel, with_bottleneck
+from .base import Normalize, RobustModel, eval_mode, features_of, with_bottleneck
 from .resnets import preact_resnet18_trunk, resnet18_trunk, satrx_wide_resnet_trunk, wide_resnet_trunk
 from .small import lenet5_trunk, lenet_plus_trunk, mlp_trunk, smallcnn_trunk
 from .wrap import WrappedModel, wrap
 
-__all__ = ["ARCHITECTURES", "Normalize", "RobustModel", "WrappedModel", "build", "wrap"]
+__all__ = [
+    "ARCHITECTURES", "Normalize", "RobustModel", "WrappedModel", "build", "eval_mode", "features_of", "wrap",
+]
 
 # name -> (function(in_channels) -> (trunk, trunk_dim), one-line description)
 ARCHITECTURES = {

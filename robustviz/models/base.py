@@ -10,7 +10,8 @@ real decision rule.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -104,3 +105,38 @@ def with_bottleneck(trunk: nn.Module, trunk_dim: int, feat_dim: int | None) -> t
     if feat_dim < 1:
         raise ValueError(f"feat_dim must be >= 1, got {feat_dim}")
     return nn.Sequential(trunk, nn.Flatten(), nn.Linear(trunk_dim, feat_dim)), feat_dim
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in eval mode; restore each module's mode after."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
+
+
+@torch.no_grad()
+def features_of(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``model.features(x)`` in eval mode, batched, as float32 on the CPU, ``[N, feat_dim]``.
+
+    The one batched feature extraction of the package (ClusTR's k-means index, the
+    certificate, the plots). The modes of the model's modules are restored afterwards.
+
+    Args:
+        model: a model with ``features`` (``RobustModel``, ``WrappedModel``).
+        x: inputs ``[N, ...]`` in [0, 1] (any device). batch_size: inputs per forward pass.
+
+    Example:
+        >>> from robustviz import models
+        >>> features_of(models.build("mlp", 3, 2, feat_dim=2), torch.rand(5, 2)).shape
+        torch.Size([5, 2])
+    """
+    device = next(model.parameters()).device
+    with eval_mode(model):
+        parts = [model.features(x[i : i + batch_size].to(device)).float().cpu()
+                 for i in range(0, x.shape[0], batch_size)]
+    return torch.cat(parts) if parts else torch.empty(0, 0)

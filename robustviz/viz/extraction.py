@@ -25,6 +25,7 @@ from .._checks import check_inputs, nearest_names_error
 from ..attacks.core import ATTACK_BATCH_SIZE, eval_mode
 from ..data import DataBundle, Split, stratified_indices
 from ..evaluate.core import labels_from_scores
+from ..models import features_of  # noqa: F401  (part of the viz API: features of a model, batched)
 
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -71,15 +72,6 @@ class Features:
         attacked = f", attack={self.attack!r}, eps={self.eps:.4g}" if self.adversarial is not None and \
             self.eps is not None else (f", attack={self.attack!r}" if self.adversarial is not None else "")
         return f"Features(layer={self.layer!r}, n={len(self)}, dim={self.dim}{attacked})"
-
-
-def features_of(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """``model.features`` of ``x`` in eval mode, as a CPU tensor ``[N, feat_dim]``.
-
-    Example:
-        >>> z = features_of(model, bundle.test.x[:1000])  # doctest: +SKIP
-    """
-    return layer_outputs(model, x, None, batch_size)[0]
 
 
 def extract(

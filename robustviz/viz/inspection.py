@@ -26,6 +26,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..geometry import squared_distances
 from .embedding_plots import as_plotted
 
 
@@ -229,10 +230,10 @@ def _centre_distances(data, run: str, feats, index: int):
     if run not in data.centres or feats.layer != "features":
         return None, None, None, None
     centres, centre_labels, normalise = data.centres[run]
-    centres = as_plotted(centres, normalise)
+    centres = torch.from_numpy(as_plotted(centres, normalise)).double()
     out = []
     for points in (feats.clean, feats.adversarial):
-        z = as_plotted(points[index: index + 1], normalise)
-        distances = np.linalg.norm(centres - z, axis=1)
-        out.append((float(distances.min()), int(centre_labels[int(distances.argmin())])))
+        z = torch.from_numpy(as_plotted(points[index: index + 1], normalise)).double()
+        nearest = int(squared_distances(z, centres)[0].argmin())
+        out.append((float((z[0] - centres[nearest]).norm()), int(centre_labels[nearest])))
     return out[0][0], out[1][0], out[0][1], out[1][1]

@@ -32,6 +32,7 @@ from ..._precision import at_least_float32
 from ...attacks import pgd
 from ...attacks.core import crafting_batchnorm
 from ...data import BatchIterator, Split, crop_flip, crop_flip_draws
+from ...models import features_of
 from ..base import FIRST_STEP, Batch, Method, Step, StepOutput
 from .head import ClusterHead
 from .loss import (
@@ -44,7 +45,6 @@ from .loss import (
 from .sampler import (
     ClusterIndex,
     build_cluster_index,
-    embed,
     nearest_same_class_centre,
     neighbourhood_batch,
 )
@@ -175,7 +175,7 @@ class ClusTR(Method):
         head = getattr(model, "head", None)
         if not isinstance(head, ClusterHead):
             raise ValueError("the model has no ClusterHead; call method.attach(model) first")
-        z = embed(model, train.x, self.embed_batch_size)
+        z = features_of(model, train.x, self.embed_batch_size)
         self.index = build_cluster_index(z, train.y, model.num_classes, self.clusters_per_class, **self.kmeans)
         head.set_clusters(self.index.centres.to(head.centres.device),
                           self.index.centre_labels.to(head.centres.device), self.index.variance)

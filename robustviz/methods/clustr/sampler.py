@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
-
-from ...attacks.core import eval_mode
 
 
 @dataclass
@@ -67,20 +64,6 @@ class ClusterIndex:
     def from_state_dict(cls, state: dict) -> ClusterIndex:
         return cls(state["centres"].cpu(), state["centre_labels"].cpu(), state["assignments"].cpu(),
                    float(state["variance"]), int(state["clusters_per_class"]))
-
-
-@torch.no_grad()
-def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """``model.features(x)`` in eval mode, batched, as float32 on the CPU ``[N, d]``.
-
-    Pass the *un-augmented* training images (README.md, "Index built from augmented,
-    train-mode features"). The caller's train/eval modes are restored afterwards.
-    """
-    device = next(model.parameters()).device
-    with eval_mode(model):
-        parts = [model.features(x[i : i + batch_size].to(device)).float().cpu()
-                 for i in range(0, x.shape[0], batch_size)]
-    return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
 def build_cluster_index(
